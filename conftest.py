@@ -1,0 +1,77 @@
+"""Test-session set-up shared by the unit tests and the nbval notebook runs.
+
+Tests are hermetic: quick mode, a fresh data cache, and the datasets served from a
+loopback HTTP server, so the notebooks download them through the real code path.
+"""
+
+import functools
+import http.server
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from helpers import synthetic
+
+# Archives the loopback server generates on first request: file name -> writer(path).
+GENERATED = {
+    "fcnn-dataset.zip": synthetic.write_camvid_archive,
+}
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    lock = threading.Lock()
+
+    def do_GET(self):
+        name = self.path.lstrip("/").split("?")[0]
+        if name in GENERATED:
+            with self.lock:
+                path = Path(self.directory) / name
+                if not path.exists():
+                    GENERATED[name](path.with_suffix(".part"))
+                    path.with_suffix(".part").replace(path)
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+def serve(directory):
+    """Serve ``directory`` over HTTP on 127.0.0.1; return (server, base URL)."""
+    handler = functools.partial(_Handler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def pytest_configure(config):
+    scratch = Path(tempfile.mkdtemp(prefix="course-tests-"))
+    (scratch / "served").mkdir()
+    server, base_url = serve(scratch / "served")
+    config._course_scratch = (scratch, server)
+    # nbval's kernels inherit this environment.
+    os.environ["COURSE_QUICK"] = "1"
+    os.environ["COURSE_DATA_DIR"] = str(scratch / "data")
+    os.environ["COURSE_CAMVID_URL"] = f"{base_url}/fcnn-dataset.zip"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_unconfigure(config):
+    scratch, server = getattr(config, "_course_scratch", (None, None))
+    if server is not None:
+        server.shutdown()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """Serve a fresh folder over loopback HTTP; yield (folder, base URL)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    server, base_url = serve(folder)
+    yield folder, base_url
+    server.shutdown()

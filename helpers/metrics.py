@@ -1,0 +1,124 @@
+"""Per-class IoU and Dice from a confusion matrix: the course's only formulas for them.
+
+Convention, used everywhere in the course (notebooks, grader, tests):
+
+- IoU_c = TP / (TP + FP + FN) and Dice_c = 2 TP / (2 TP + FP + FN), counted over all
+  pixels of all images evaluated together.
+- A class that occurs in neither the truth nor the prediction has no IoU or Dice: its
+  value is NaN and it is left out of the means. A class that is predicted but absent from
+  the truth scores 0 (every predicted pixel is a false positive).
+
+First taught in notebook 1.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def confusion_matrix(y_true, y_pred, n_classes):
+    """Count pixels by (true class, predicted class) into an (n, n) int64 matrix."""
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"Truth {y_true.shape} and prediction {y_pred.shape} differ in shape.")
+    for name, values in (("truth", y_true), ("prediction", y_pred)):
+        if not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(f"The {name} must hold integer class ids, not {values.dtype}.")
+        if values.size and (values.min() < 0 or values.max() >= n_classes):
+            raise ValueError(f"The {name} holds class ids outside 0..{n_classes - 1} "
+                             f"(found {values.min()}..{values.max()}).")
+    index = y_true.astype(np.int64).ravel() * n_classes + y_pred.astype(np.int64).ravel()
+    return np.bincount(index, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def _ratio(numerator, denominator):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, numerator / np.maximum(denominator, 1), np.nan)
+
+
+def iou_per_class(cm):
+    """Return each class's IoU from a confusion matrix (NaN for classes never seen)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    return _ratio(tp, cm.sum(0) + cm.sum(1) - tp)
+
+
+def dice_per_class(cm):
+    """Return each class's Dice coefficient from a confusion matrix (NaN for classes never seen)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    return _ratio(2 * tp, cm.sum(0) + cm.sum(1))
+
+
+@dataclass
+class Scores:
+    """Per-class IoU and Dice, their means and the pixel accuracy of one evaluation."""
+
+    confusion: np.ndarray
+    iou: np.ndarray
+    dice: np.ndarray
+
+    @classmethod
+    def from_confusion(cls, cm):
+        cm = np.asarray(cm)
+        return cls(cm, iou_per_class(cm), dice_per_class(cm))
+
+    @property
+    def mean_iou(self):
+        return float(np.nanmean(self.iou)) if np.isfinite(self.iou).any() else float("nan")
+
+    @property
+    def mean_dice(self):
+        return float(np.nanmean(self.dice)) if np.isfinite(self.dice).any() else float("nan")
+
+    @property
+    def pixel_accuracy(self):
+        total = self.confusion.sum()
+        return float(np.trace(self.confusion) / total) if total else float("nan")
+
+    def table(self, class_names):
+        """Return the scores as a text table, one row per class."""
+        width = max(len(n) for n in class_names)
+        rows = [f"{'class':<{width}}  {'IoU':>6}  {'Dice':>6}"]
+        for name, iou, dice in zip(class_names, self.iou, self.dice):
+            rows.append(f"{name:<{width}}  {iou:6.3f}  {dice:6.3f}")
+        rows.append(f"{'mean':<{width}}  {self.mean_iou:6.3f}  {self.mean_dice:6.3f}")
+        rows.append(f"pixel accuracy {self.pixel_accuracy:.3f}")
+        return "\n".join(rows)
+
+
+def segmentation_scores(y_true, y_pred, n_classes):
+    """Score integer label maps against integer predictions of the same shape."""
+    return Scores.from_confusion(confusion_matrix(y_true, y_pred, n_classes))
+
+
+def predict_labels(model, images):
+    """Return the model's per-pixel class ids (argmax over the last axis) for a batch."""
+    return np.argmax(model.predict(images, verbose=0), axis=-1)
+
+
+def evaluate_dataset(model, dataset, n_classes):
+    """Score a segmentation model over a batched dataset of (image, sparse label)."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    for images, labels in dataset:
+        cm += confusion_matrix(np.asarray(labels), predict_labels(model, images), n_classes)
+    return Scores.from_confusion(cm)
+
+
+def class_counts(dataset, n_classes):
+    """Count the pixels of each class in a dataset of (image, sparse label)."""
+    counts = np.zeros(n_classes, dtype=np.int64)
+    for _, labels in dataset:
+        counts += np.bincount(np.asarray(labels).ravel(), minlength=n_classes)[:n_classes]
+    return counts
+
+
+def majority_baseline(train_dataset, test_dataset, n_classes):
+    """Score the trivial predictor that outputs the training set's most frequent class."""
+    majority = int(np.argmax(class_counts(train_dataset, n_classes)))
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    for _, labels in test_dataset:
+        labels = np.asarray(labels)
+        cm += confusion_matrix(labels, np.full_like(labels, majority), n_classes)
+    return majority, Scores.from_confusion(cm)

@@ -1,0 +1,169 @@
+"""Generate small, learnable stand-ins for the course datasets (quick mode).
+
+Each generator is deterministic for a seed and writes data in exactly the layout and
+formats of the real source, so the notebooks load it through the same code path.
+"""
+
+import io
+import zipfile
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+# Fixed timestamp so the same seed gives a byte-identical archive.
+_ZIP_DATE = (2020, 1, 1, 0, 0, 0)
+
+# Base colours of the generated street scenes, indexed by CamVid label value.
+_STREET_COLOURS = {
+    0: (128, 178, 235),   # sky
+    1: (150, 105, 85),    # building
+    2: (205, 205, 200),   # column/pole
+    3: (88, 88, 96),      # road
+    4: (192, 172, 150),   # side walk
+    5: (55, 135, 45),     # vegetation
+    6: (35, 35, 30),      # traffic light
+    7: (175, 135, 55),    # fence
+    8: (200, 30, 40),     # vehicle (hue varies per car)
+    9: (115, 40, 140),    # pedestrian
+    10: (240, 140, 20),   # bicyclist
+    11: (12, 12, 12),     # void
+}
+_CAR_COLOURS = [(200, 30, 40), (30, 60, 190), (215, 190, 30), (180, 40, 170)]
+
+
+class _Canvas:
+    """Draw each shape into an RGB frame and its label map at once."""
+
+    def __init__(self, height, width):
+        self.label = Image.new("L", (width, height), 0)
+        self.image = Image.new("RGB", (width, height), _STREET_COLOURS[0])
+        self._label_draw = ImageDraw.Draw(self.label)
+        self._image_draw = ImageDraw.Draw(self.image)
+
+    def rect(self, box, cls, colour=None):
+        self._label_draw.rectangle(box, fill=cls)
+        self._image_draw.rectangle(box, fill=colour or _STREET_COLOURS[cls])
+
+    def ellipse(self, box, cls, colour=None):
+        self._label_draw.ellipse(box, fill=cls)
+        self._image_draw.ellipse(box, fill=colour or _STREET_COLOURS[cls])
+
+    def polygon(self, points, cls, colour=None):
+        self._label_draw.polygon(points, fill=cls)
+        self._image_draw.polygon(points, fill=colour or _STREET_COLOURS[cls])
+
+    def paint(self, box, colour):
+        """Draw texture on the image only (the label keeps the object's class)."""
+        self._image_draw.rectangle(box, fill=colour)
+
+
+def street_scene(rng, height=360, width=480):
+    """Draw one street scene; return an RGB uint8 frame and its uint8 label map (0..11)."""
+    H, W = 360, 480  # drawn at CamVid's size, then resized if asked for another
+    c = _Canvas(H, W)
+    horizon = int(H * rng.uniform(0.30, 0.42))
+    ground = int(H * rng.uniform(0.56, 0.64))
+
+    # Buildings: a row of blocks from the skyline down to the ground line, with windows.
+    x = int(-rng.uniform(0, 40))
+    while x < W:
+        w = int(rng.uniform(60, 140))
+        top = int(rng.uniform(0.10 * H, horizon))
+        shade = rng.uniform(0.8, 1.15)
+        colour = tuple(int(min(255, v * shade)) for v in _STREET_COLOURS[1])
+        c.rect((x, top, x + w, ground), 1, colour)
+        for wy in range(top + 10, ground - 20, 26):
+            for wx in range(x + 8, x + w - 14, 22):
+                c.paint((wx, wy, wx + 10, wy + 12), (70, 60, 60))
+        x += w
+
+    # Ground: side walk everywhere below the ground line, a road trapezoid on top of it.
+    c.rect((0, ground, W, H), 4)
+    vanish = W * rng.uniform(0.4, 0.6)
+    c.polygon([(vanish - 0.12 * W, ground), (vanish + 0.12 * W, ground),
+               (W * 0.95, H), (W * 0.05, H)], 3)
+
+    # Vegetation: tree crowns over the buildings and bushes along the ground line.
+    for _ in range(rng.integers(1, 4)):
+        cx, cy, r = rng.uniform(0, W), rng.uniform(horizon, ground - 30), rng.uniform(25, 55)
+        c.ellipse((cx - r, cy - r, cx + r, cy + r), 5)
+    # Fence: a band with slats on one side of the street.
+    left = rng.random() < 0.5
+    fx0, fx1 = (0, int(W * 0.3)) if left else (int(W * 0.7), W)
+    c.rect((fx0, ground - 28, fx1, ground + 6), 7)
+    for sx in range(fx0, fx1, 9):
+        c.paint((sx, ground - 28, sx + 2, ground + 6), (120, 90, 35))
+
+    # Poles on the side walk, one of them carrying a traffic light.
+    for i in range(rng.integers(1, 4)):
+        px = int(rng.choice([rng.uniform(0.02, 0.2), rng.uniform(0.8, 0.98)]) * W)
+        top = int(rng.uniform(0.12, 0.25) * H)
+        c.rect((px, top, px + 5, ground + 25), 2)
+        if i == 0:
+            c.rect((px - 5, top - 34, px + 10, top), 6)
+            light = (220, 30, 30) if rng.random() < 0.5 else (30, 210, 60)
+            c.paint((px - 1, top - 26, px + 6, top - 19), light)
+
+    # Vehicles on the road.
+    for _ in range(rng.integers(1, 4)):
+        w = rng.uniform(70, 130)
+        cx = vanish + rng.uniform(-0.25, 0.25) * W
+        bottom = rng.uniform(ground + 40, H - 50)
+        colour = _CAR_COLOURS[rng.integers(len(_CAR_COLOURS))]
+        box = (cx - w / 2, bottom - 0.55 * w, cx + w / 2, bottom)
+        c.rect(box, 8, colour)
+        c.paint((box[0] + 8, box[1] + 6, box[2] - 8, box[1] + 0.22 * w), (40, 50, 60))
+
+    # Pedestrians on the side walk and a bicyclist at the road's edge.
+    for _ in range(rng.integers(1, 4)):
+        px = rng.choice([rng.uniform(0.02, 0.25), rng.uniform(0.75, 0.98)]) * W
+        py = rng.uniform(ground + 20, H - 40)
+        c.ellipse((px - 6, py - 62, px + 6, py - 50), 9)
+        c.rect((px - 8, py - 50, px + 8, py), 9)
+    if rng.random() < 0.8:
+        bx, by = vanish + rng.choice([-1, 1]) * 0.2 * W, rng.uniform(ground + 60, H - 40)
+        for wheel in (-16, 16):
+            c.ellipse((bx + wheel - 12, by - 12, bx + wheel + 12, by + 12), 10)
+        c.rect((bx - 6, by - 55, bx + 6, by - 8), 10)
+
+    # Void: the ego car's bonnet along the bottom edge.
+    c.rect((0, H - int(rng.uniform(8, 20)), W, H), 11)
+
+    label = np.asarray(c.label, dtype=np.uint8)
+    image = np.asarray(c.image, dtype=np.float32)
+    # Lighting and sensor noise, so colour alone is not a lookup table.
+    image *= rng.uniform(0.8, 1.15)
+    image += np.linspace(12, -12, H, dtype=np.float32)[:, None, None]
+    image += rng.normal(0, 7, image.shape)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    if (height, width) != (H, W):
+        image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+        label = np.asarray(Image.fromarray(label).resize((width, height), Image.NEAREST))
+    return image, label
+
+
+def _png_bytes(array, mode):
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _write_member(zf, name, data):
+    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+    info.external_attr = 0o644 << 16
+    zf.writestr(info, data, compress_type=zipfile.ZIP_STORED)  # PNGs are compressed already
+
+
+def write_camvid_archive(path, seed=0, n_train=48, n_test=16, height=360, width=480):
+    """Write a CamVid-format zip of generated street scenes (``dataset1/`` layout)."""
+    rng = np.random.default_rng(seed)
+    sequences = ["0001TP", "0006R0", "0016E5", "Seq05VD"]
+    with zipfile.ZipFile(path, "w") as zf:
+        for split, count in (("train", n_train), ("test", n_test)):
+            for i in range(count):
+                name = f"{sequences[i % len(sequences)]}_{(i + 1) * 30:06d}.png"
+                image, label = street_scene(rng, height, width)
+                _write_member(zf, f"dataset1/images_prepped_{split}/{name}", _png_bytes(image, "RGB"))
+                _write_member(zf, f"dataset1/annotations_prepped_{split}/{name}",
+                              _png_bytes(label, "L"))
+    return path

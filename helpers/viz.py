@@ -1,0 +1,118 @@
+"""Draw label maps, prediction panels, training curves and a prediction browser.
+
+First used in notebook 1; every notebook shows its results with these.
+"""
+
+import numpy as np
+
+from helpers import metrics
+
+
+def palette(n_classes):
+    """Return ``n_classes`` distinct RGB colours as a uint8 array of shape (n, 3)."""
+    from matplotlib import colormaps
+
+    source = colormaps["tab20"] if n_classes <= 20 else colormaps["turbo"].resampled(n_classes)
+    # tab20 pairs a strong and a pale shade; take the strong ones first.
+    order = list(range(0, 20, 2)) + list(range(1, 20, 2)) if n_classes <= 20 else range(n_classes)
+    colours = np.array([source(i)[:3] for i in order][:n_classes])
+    return np.round(colours * 255).astype(np.uint8)
+
+
+def colorize(label, n_classes):
+    """Turn an integer label map (H, W) into an RGB image (H, W, 3) with the course palette."""
+    label = np.asarray(label)
+    if label.ndim == 3 and label.shape[-1] == 1:
+        label = label[..., 0]
+    if label.ndim != 2:
+        raise ValueError(f"Expected a label map of shape (H, W), got {label.shape}.")
+    if label.size and (label.min() < 0 or label.max() >= n_classes):
+        raise ValueError(f"Label values {label.min()}..{label.max()} are outside 0..{n_classes - 1}.")
+    return palette(n_classes)[label.astype(np.intp)]
+
+
+def to_uint8(image):
+    """Convert an image in 0..255 (any dtype) or 0..1 (float) to uint8 RGB for display."""
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image
+    image = image.astype(np.float32)
+    if image.size and image.max() <= 1.0 and image.min() >= 0.0:
+        image = image * 255.0
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def overlay(image, label, n_classes, alpha=0.5):
+    """Blend the coloured label map over an RGB image; return uint8 (H, W, 3)."""
+    image = to_uint8(image)
+    colours = colorize(label, n_classes)
+    if image.shape != colours.shape:
+        raise ValueError(f"Image {image.shape} and label {colours.shape[:2]} differ in size.")
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colours.astype(np.float32)
+    return np.round(blended).astype(np.uint8)
+
+
+def show_legend(class_names, ax=None):
+    """Draw the class colours with their names."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    colours = palette(len(class_names)) / 255.0
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 0.6))
+    ax.axis("off")
+    handles = [Patch(color=c, label=f"{i} {n}") for i, (c, n) in enumerate(zip(colours, class_names))]
+    ax.legend(handles=handles, loc="center", ncol=min(6, len(handles)), frameon=False, fontsize=8)
+    return ax
+
+
+def show_panels(image, prediction, truth, class_names, title=None):
+    """Show image | prediction | ground truth, titled with this image's mean IoU and Dice."""
+    import matplotlib.pyplot as plt
+
+    n_classes = len(class_names)
+    scores = metrics.segmentation_scores(np.asarray(truth), np.asarray(prediction), n_classes)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    panels = [("image", to_uint8(image)), ("prediction", colorize(prediction, n_classes)),
+              ("ground truth", colorize(truth, n_classes))]
+    for ax, (name, picture) in zip(axes, panels):
+        ax.imshow(picture)
+        ax.set_title(name)
+        ax.axis("off")
+    heading = f"mean IoU {scores.mean_iou:.3f}, mean Dice {scores.mean_dice:.3f}"
+    fig.suptitle(f"{title}: {heading}" if title else heading)
+    worst = [f"{class_names[c]} {scores.iou[c]:.2f}" for c in np.argsort(scores.iou)
+             if np.isfinite(scores.iou[c])][:3]
+    fig.text(0.5, 0.02, "lowest IoU: " + ", ".join(worst), ha="center", fontsize=9)
+    plt.show()
+    return scores
+
+
+def plot_history(history, metric_names=("loss", "accuracy")):
+    """Plot training and validation curves from a Keras History (or its ``.history`` dict)."""
+    import matplotlib.pyplot as plt
+
+    logs = getattr(history, "history", history)
+    names = [n for n in metric_names if n in logs]
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        epochs = np.arange(1, len(logs[name]) + 1)
+        ax.plot(epochs, logs[name], "o-", label="training")
+        if f"val_{name}" in logs:
+            ax.plot(epochs, logs[f"val_{name}"], "o-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.legend()
+    plt.show()
+
+
+def prediction_browser(images, predictions, truths, class_names):
+    """Return a slider widget that shows the panels of the chosen image."""
+    import ipywidgets as widgets
+
+    def show(index):
+        show_panels(images[index], predictions[index], truths[index], class_names,
+                    title=f"test image {index}")
+
+    slider = widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="image")
+    return widgets.interactive(show, index=slider)

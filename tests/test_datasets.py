@@ -1,0 +1,133 @@
+import zipfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from helpers import datasets, download, synthetic
+
+
+def write_png(path, array, mode):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, dtype=np.uint8), mode=mode).save(path)
+
+
+def test_list_pairs_sorts_by_name_and_pairs_same_names(tmp_path):
+    for name in ["b.png", "c.png", "a.png"]:
+        write_png(tmp_path / "img" / name, np.zeros((2, 2, 3)), "RGB")
+        write_png(tmp_path / "lab" / name, np.zeros((2, 2)), "L")
+    pairs = datasets.list_pairs(tmp_path / "img", tmp_path / "lab")
+    assert [p.name for p, _ in pairs] == ["a.png", "b.png", "c.png"]
+    assert all(p.name == q.name and q.parent.name == "lab" for p, q in pairs)
+
+
+def test_list_pairs_raises_when_names_differ(tmp_path):
+    write_png(tmp_path / "img" / "a.png", np.zeros((2, 2, 3)), "RGB")
+    write_png(tmp_path / "img" / "b.png", np.zeros((2, 2, 3)), "RGB")
+    write_png(tmp_path / "lab" / "a.png", np.zeros((2, 2)), "L")
+    write_png(tmp_path / "lab" / "c.png", np.zeros((2, 2)), "L")
+    with pytest.raises(ValueError, match=r"1 frame\(s\) without a label \['b.png'\].*\['c.png'\]"):
+        datasets.list_pairs(tmp_path / "img", tmp_path / "lab")
+
+
+def extract(archive, folder):
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(folder)
+    return folder
+
+
+def test_check_camvid_tree_rejects_out_of_range_labels_and_size_mismatch(small_camvid_zip, tmp_path):
+    root = extract(small_camvid_zip, tmp_path / "tree")
+    datasets.check_camvid_tree(root)  # valid as generated
+    label_path = datasets.camvid_pairs(root, "test")[0][1]
+    write_png(label_path, np.full((32, 48), 12), "L")
+    with pytest.raises(download.DataError, match="label value 12 is outside 0..11"):
+        datasets.check_camvid_tree(root)
+    write_png(label_path, np.zeros((16, 48)), "L")
+    with pytest.raises(download.DataError, match="differ in size"):
+        datasets.check_camvid_tree(root)
+    write_png(label_path, np.zeros((32, 48, 3)), "RGB")
+    with pytest.raises(download.DataError, match="single-channel"):
+        datasets.check_camvid_tree(root)
+
+
+def test_generated_archive_is_deterministic_and_in_the_real_format(tmp_path):
+    a = synthetic.write_camvid_archive(tmp_path / "a.zip", seed=3, n_train=4, n_test=4)
+    b = synthetic.write_camvid_archive(tmp_path / "b.zip", seed=3, n_train=4, n_test=4)
+    assert a.read_bytes() == b.read_bytes()
+    root = extract(a, tmp_path / "tree")
+    seen = set()
+    for image_path, label_path in datasets.camvid_pairs(root, "train"):
+        with Image.open(image_path) as image, Image.open(label_path) as label:
+            assert (image.format, image.mode, image.size) == ("PNG", "RGB", (480, 360))
+            assert (label.format, label.mode, label.size) == ("PNG", "L", (480, 360))
+            seen |= set(np.unique(np.asarray(label)).tolist())
+    assert seen == set(range(12))
+
+
+def test_resize_label_keeps_the_label_set_where_bilinear_invents_classes():
+    label = np.zeros((60, 80), np.uint8)
+    label[:, 40:] = 5
+    label[20:40, 10:30] = 9
+    small = datasets.resize_label(tf.constant(label), (24, 32)).numpy()
+    assert small.dtype == np.uint8 and small.shape == (24, 32)
+    assert set(np.unique(small)) == {0, 5, 9}
+    bilinear = tf.image.resize(label[..., None], (24, 33), method="bilinear").numpy()
+    assert set(np.unique(np.round(bilinear))) - {0, 5, 9}  # the reason for nearest neighbour
+    assert datasets.resize_label(tf.constant(label[..., None]), (24, 32)).shape == (24, 32, 1)
+
+
+def test_pipeline_yields_resized_images_and_sparse_labels(small_camvid_zip, tmp_path):
+    root = extract(small_camvid_zip, tmp_path / "tree")
+    pairs = datasets.camvid_pairs(root, "train")
+    ds = datasets.make_dataset(pairs, (32, 64), batch_size=2)
+    batches = list(ds)
+    assert [tuple(x.shape) for x, _ in batches] == [(2, 32, 64, 3), (1, 32, 64, 3)]
+    images, labels = batches[0]
+    assert images.dtype == tf.float32 and labels.dtype == tf.int32
+    assert labels.shape == (2, 32, 64)
+    assert 0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255
+    with Image.open(pairs[0][1]) as label:
+        original = set(np.unique(np.asarray(label)).tolist())
+    assert set(np.unique(labels[0].numpy()).tolist()) <= original
+
+
+def test_flip_keeps_image_and_label_aligned(tmp_path):
+    # An asymmetric frame whose pixel values encode the label: alignment is checkable.
+    label = np.zeros((32, 32), np.uint8)
+    label[:, :5] = 3
+    label[4:10, 20:30] = 7
+    image = np.repeat(label[..., None] * 20, 3, axis=2)
+    pairs = []
+    for i in range(8):
+        write_png(tmp_path / "img" / f"{i}.png", image, "RGB")
+        write_png(tmp_path / "lab" / f"{i}.png", label, "L")
+        pairs.append((tmp_path / "img" / f"{i}.png", tmp_path / "lab" / f"{i}.png"))
+    ds = datasets.make_dataset(pairs, (32, 32), batch_size=8, augment=True, seed=1)
+    images, labels = next(iter(ds))
+    flipped = [bool(labels[i, 0, -1] == 3) for i in range(8)]
+    assert any(flipped) and not all(flipped)
+    np.testing.assert_array_equal(np.round(images[..., 0].numpy() / 20).astype(int), labels.numpy())
+
+
+def test_split_pairs_is_seeded_disjoint_and_complete():
+    pairs = list(range(20))
+    train, val = datasets.split_pairs(pairs, 0.25, seed=7)
+    assert len(val) == 5 and sorted(train + val) == pairs
+    assert datasets.split_pairs(pairs, 0.25, seed=7) == (train, val)
+    assert datasets.split_pairs(pairs, 0.25, seed=8) != (train, val)
+
+
+def test_quick_mode_generates_and_loads_offline_without_a_url(tmp_path, monkeypatch):
+    monkeypatch.delenv("COURSE_CAMVID_URL", raising=False)
+    root = datasets.download_camvid(quick=True, root=tmp_path)
+    assert root == tmp_path / "camvid-quick"
+    assert len(datasets.camvid_pairs(root, "train")) == datasets.CAMVID_QUICK_SPLITS["train"]
+    assert len(datasets.camvid_pairs(root, "test")) == datasets.CAMVID_QUICK_SPLITS["test"]
+
+
+def test_full_mode_rejects_an_archive_with_the_wrong_counts(small_camvid_zip, tmp_path):
+    with pytest.raises(download.DataError, match="expected 367"):
+        datasets.download_camvid(url=small_camvid_zip.as_uri(), quick=False, root=tmp_path)
+    assert not (tmp_path / "camvid").exists()

@@ -1,0 +1,202 @@
+import http.server
+import json
+import os
+import socket
+import threading
+import zipfile
+
+import pytest
+from zip_tools import rewrite_zip
+
+from helpers import datasets, download
+
+
+def fetch(url, root, **kwargs):
+    kwargs.setdefault("check_tree", datasets.check_camvid_tree)
+    return download.fetch_archive(url, "camvid-test", what="the test archive",
+                                  mirror_var="COURSE_CAMVID_URL", root=root, **kwargs)
+
+
+def assert_cache_clean(root):
+    """Nothing but empty folders may be left behind by a failed fetch."""
+    leftovers = [p for p in root.rglob("*") if p.is_file()]
+    assert leftovers == []
+    assert not (root / "camvid-test").exists()
+    assert not [p for p in root.iterdir() if p.name.startswith(".camvid-test")]
+
+
+def test_fetch_downloads_validates_extracts_and_records_the_hash(http_dir, small_camvid_zip, tmp_path):
+    folder, base = http_dir
+    (folder / "fcnn-dataset.zip").write_bytes(small_camvid_zip.read_bytes())
+    root = tmp_path / "cache"
+    target = fetch(f"{base}/fcnn-dataset.zip", root)
+    assert target == root / "camvid-test"
+    assert len(datasets.camvid_pairs(target, "train")) == 3
+    record = json.loads((root / "downloads/camvid-test/fcnn-dataset.zip.json").read_text())
+    assert record["sha256"] == download.sha256_file(small_camvid_zip)
+    assert record["url"] == f"{base}/fcnn-dataset.zip"
+    # Cached: a second call must not need the server.
+    (folder / "fcnn-dataset.zip").unlink()
+    assert fetch(f"{base}/fcnn-dataset.zip", root) == target
+
+
+def test_pinned_checksum_is_enforced(http_dir, small_camvid_zip, tmp_path):
+    folder, base = http_dir
+    (folder / "a.zip").write_bytes(small_camvid_zip.read_bytes())
+    root = tmp_path / "cache"
+    with pytest.raises(download.DataError, match="SHA-256"):
+        fetch(f"{base}/a.zip", root, sha256="0" * 64)
+    assert_cache_clean(root)
+    # The right pin passes.
+    fetch(f"{base}/a.zip", root, sha256=download.sha256_file(small_camvid_zip))
+
+
+def test_truncated_archive_is_rejected_and_not_cached(http_dir, small_camvid_zip, tmp_path):
+    folder, base = http_dir
+    data = small_camvid_zip.read_bytes()
+    (folder / "cut.zip").write_bytes(data[: len(data) // 2])
+    root = tmp_path / "cache"
+    with pytest.raises(download.DataError, match="truncated"):
+        fetch(f"{base}/cut.zip", root)
+    assert_cache_clean(root)
+
+
+def test_corrupt_member_is_rejected(http_dir, small_camvid_zip, tmp_path):
+    folder, base = http_dir
+    data = bytearray(small_camvid_zip.read_bytes())
+    with zipfile.ZipFile(small_camvid_zip) as zf:
+        info = zf.infolist()[0]
+    data[info.header_offset + 30 + len(info.filename) + 40] ^= 0xFF  # flip a byte of member 0
+    (folder / "bad.zip").write_bytes(bytes(data))
+    root = tmp_path / "cache"
+    with pytest.raises(download.DataError, match="CRC|corrupt"):
+        fetch(f"{base}/bad.zip", root)
+    assert_cache_clean(root)
+
+
+@pytest.mark.parametrize("evil_name", ["../escaped.png", "/tmp/absolute-escape.png",
+                                       "dataset1/../../escaped.png"])
+def test_unsafe_member_paths_are_rejected(http_dir, small_camvid_zip, tmp_path, evil_name):
+    folder, base = http_dir
+    rewrite_zip(small_camvid_zip, folder / "evil.zip", lambda n, d: (n, d))
+    with zipfile.ZipFile(folder / "evil.zip", "a") as zf:
+        zf.writestr(evil_name, b"x")
+    root = tmp_path / "cache"
+    with pytest.raises(download.DataError, match="unsafe"):
+        fetch(f"{base}/evil.zip", root)
+    assert_cache_clean(root)
+    assert not (tmp_path / "escaped.png").exists()
+    assert not os.path.exists("/tmp/absolute-escape.png")
+
+
+def test_symlink_member_is_rejected(http_dir, small_camvid_zip, tmp_path):
+    folder, base = http_dir
+    rewrite_zip(small_camvid_zip, folder / "link.zip", lambda n, d: (n, d))
+    with zipfile.ZipFile(folder / "link.zip", "a") as zf:
+        info = zipfile.ZipInfo("dataset1/link.png")
+        info.external_attr = (0o120777 << 16)
+        zf.writestr(info, "/etc/passwd")
+    root = tmp_path / "cache"
+    with pytest.raises(download.DataError, match="symbolic link"):
+        fetch(f"{base}/link.zip", root)
+    assert_cache_clean(root)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda n, d: None if n.endswith("annotations_prepped_test/0006R0_000060.png") else (n, d),
+     "do not pair up"),
+    (lambda n, d: (n.replace("images_prepped", "frames"), d), "missing folder.*images_prepped_train"),
+])
+def test_structure_mismatch_is_rejected(http_dir, small_camvid_zip, tmp_path, edit, message):
+    folder, base = http_dir
+    rewrite_zip(small_camvid_zip, folder / "odd.zip", edit)
+    root = tmp_path / "cache"
+    with pytest.raises(download.DataError, match=message):
+        fetch(f"{base}/odd.zip", root)
+    assert_cache_clean(root)
+
+
+def test_wrong_counts_are_rejected(http_dir, small_camvid_zip, tmp_path):
+    folder, base = http_dir
+    (folder / "a.zip").write_bytes(small_camvid_zip.read_bytes())
+    root = tmp_path / "cache"
+    with pytest.raises(download.DataError, match="expected 367"):
+        fetch(f"{base}/a.zip", root,
+              check_tree=lambda t: datasets.check_camvid_tree(t, datasets.CAMVID_SPLITS))
+    assert_cache_clean(root)
+
+
+def test_offline_download_names_url_cache_mirror_and_quick_mode(tmp_path):
+    with socket.socket() as s:  # a loopback port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/fcnn-dataset.zip"
+    root = tmp_path / "cache"
+    with pytest.raises(download.DataError) as error:
+        fetch(url, root)
+    message = str(error.value)
+    assert url in message
+    assert str(root / "downloads" / "camvid-test" / "fcnn-dataset.zip") in message
+    assert "COURSE_CAMVID_URL" in message and "COURSE_QUICK=1" in message
+    assert_cache_clean(root)
+
+
+def test_http_error_is_reported(http_dir, tmp_path):
+    _, base = http_dir
+    root = tmp_path / "cache"
+    with pytest.raises(download.DataError, match="HTTP 404"):
+        fetch(f"{base}/missing.zip", root)
+    assert_cache_clean(root)
+
+
+def test_connection_dropped_mid_transfer_is_reported(small_camvid_zip, tmp_path):
+    data = small_camvid_zip.read_bytes()
+
+    class Short(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:1000])  # then close: the body is short
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Short)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    root = tmp_path / "cache"
+    try:
+        with pytest.raises(download.DataError, match="Could not download"):
+            fetch(f"http://127.0.0.1:{server.server_address[1]}/a.zip", root)
+    finally:
+        server.server_close()
+    assert_cache_clean(root)
+
+
+def test_changed_cached_archive_is_detected(http_dir, small_camvid_zip, tmp_path):
+    folder, base = http_dir
+    (folder / "a.zip").write_bytes(small_camvid_zip.read_bytes())
+    root = tmp_path / "cache"
+    target = fetch(f"{base}/a.zip", root)
+    # Lose the extraction and damage the cached archive: the recorded hash catches it.
+    (target / ".complete").unlink()
+    cached = root / "downloads/camvid-test/a.zip"
+    cached.write_bytes(cached.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(download.DataError, match="recorded SHA-256"):
+        fetch(f"{base}/a.zip", root)
+
+
+def test_incomplete_extraction_is_redone(http_dir, small_camvid_zip, tmp_path):
+    folder, base = http_dir
+    (folder / "a.zip").write_bytes(small_camvid_zip.read_bytes())
+    root = tmp_path / "cache"
+    (root / "camvid-test").mkdir(parents=True)
+    (root / "camvid-test" / "half-written.png").write_bytes(b"junk")
+    target = fetch(f"{base}/a.zip", root)
+    assert not (target / "half-written.png").exists()
+    assert (target / ".complete").is_file()
+
+
+def test_file_urls_work_like_downloads(small_camvid_zip, tmp_path):
+    target = fetch(small_camvid_zip.as_uri(), tmp_path / "cache")
+    assert len(datasets.camvid_pairs(target, "test")) == 2

@@ -1,0 +1,93 @@
+"""Notebooks are source code: clean, parameterised, and using helpers instead of copies."""
+
+import ast
+import re
+import tomllib
+
+import nbformat
+import pytest
+
+from helpers import run_notebooks
+from helpers.config import REPO_DIR
+
+NOTEBOOKS = run_notebooks.find_notebooks()
+REPO_URL = tomllib.loads((REPO_DIR / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def helper_functions():
+    names = set()
+    for path in (REPO_DIR / "helpers").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                names.add(node.name)
+    return names
+
+
+def test_the_course_has_its_notebooks():
+    assert [p.name[:3] for p in NOTEBOOKS][:1] == ["01_"]
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=lambda p: p.name)
+def nb(request):
+    notebook = nbformat.read(request.param, as_version=4)
+    notebook.path = request.param
+    return notebook
+
+
+def test_only_checked_cells_carry_outputs(nb):
+    for cell in code_cells(nb):
+        checked = run_notebooks.CHECK_MARK in cell.source
+        assert cell.execution_count == (1 if checked else None), cell.source[:60]
+        if checked:
+            assert cell.outputs, f"checked cell without a committed output: {cell.source[:60]}"
+        else:
+            assert not cell.outputs, f"unchecked cell with outputs: {cell.source[:60]}"
+
+
+def test_one_parameters_cell_near_the_top_with_epochs(nb):
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    assert tagged[0] < 10
+    assert re.search(r"^EPOCHS = ", nb.cells[tagged[0]].source, re.M)
+
+
+def test_one_guarded_colab_cell_cloning_this_repository(nb):
+    colab = [c for c in code_cells(nb) if "google.colab" in c.source]
+    assert len(colab) == 1
+    assert 'if "google.colab" in sys.modules:' in colab[0].source
+    assert REPO_URL in colab[0].source
+
+
+def test_badges_point_at_this_notebook_in_this_repository(nb):
+    slug = REPO_URL.removeprefix("https://github.com/")
+    path = f"notebooks/{nb.path.name}"
+    assert f"https://colab.research.google.com/github/{slug}/blob/main/{path}" in nb.cells[0].source
+
+
+def test_no_shell_downloads_installs_or_tmp_paths(nb):
+    for cell in code_cells(nb):
+        assert not re.search(r"^\s*[!%]\s*(wget|curl|gdown|pip)", cell.source, re.M), cell.source[:80]
+        assert "/tmp" not in cell.source
+
+
+def test_notebooks_do_not_redefine_helpers(nb):
+    defined = {node.name for c in code_cells(nb) if "google.colab" not in c.source
+               for node in ast.walk(ast.parse(c.source))
+               if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    assert not defined & helper_functions()
+
+
+def test_strip_outputs_keeps_only_checked_outputs():
+    nb = nbformat.v4.new_notebook()
+    plain = nbformat.v4.new_code_cell("print(1)", execution_count=3)
+    plain.outputs = [nbformat.v4.new_output("stream", text="1\n")]
+    checked = nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(2)", execution_count=4)
+    checked.outputs = [nbformat.v4.new_output("stream", text="2\n")]
+    nb.cells = [plain, checked]
+    run_notebooks.strip_outputs(nb)
+    assert plain.outputs == [] and plain.execution_count is None
+    assert checked.outputs[0].text == "2\n" and checked.execution_count == 1

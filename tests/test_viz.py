@@ -1,0 +1,76 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from helpers import metrics, viz  # noqa: E402
+
+
+def test_palette_has_distinct_colours():
+    for n in (3, 11, 12, 25):
+        colours = viz.palette(n)
+        assert colours.shape == (n, 3) and colours.dtype == np.uint8
+        assert len({tuple(c) for c in colours}) == n
+
+
+def test_colorize_maps_each_class_to_its_colour():
+    label = np.array([[0, 1], [2, 1]])
+    rgb = viz.colorize(label, 3)
+    colours = viz.palette(3)
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb[0, 1], colours[1])
+    np.testing.assert_array_equal(rgb[1, 0], colours[2])
+    assert viz.colorize(label[..., None], 3).shape == (2, 2, 3)
+
+
+def test_colorize_rejects_labels_out_of_range():
+    with pytest.raises(ValueError, match="outside 0..2"):
+        viz.colorize(np.array([[3]]), 3)
+
+
+def test_overlay_blends_by_alpha():
+    image = np.full((4, 5, 3), 100, np.uint8)
+    label = np.zeros((4, 5), int)
+    np.testing.assert_array_equal(viz.overlay(image, label, 2, alpha=0.0), image)
+    np.testing.assert_array_equal(viz.overlay(image, label, 2, alpha=1.0), viz.colorize(label, 2))
+    half = viz.overlay(image.astype(np.float32), label, 2, alpha=0.5)
+    expected = np.round(0.5 * 100 + 0.5 * viz.palette(2)[0].astype(float)).astype(np.uint8)
+    np.testing.assert_array_equal(half[0, 0], expected)
+    with pytest.raises(ValueError, match="differ in size"):
+        viz.overlay(image, np.zeros((3, 5), int), 2)
+
+
+def test_to_uint8_accepts_unit_and_byte_ranges():
+    np.testing.assert_array_equal(viz.to_uint8(np.array([0.0, 0.5, 1.0])), [0, 128, 255])
+    np.testing.assert_array_equal(viz.to_uint8(np.array([0.0, 127.6, 300.0])), [0, 128, 255])
+
+
+def test_show_panels_draws_three_panels_and_reports_the_image_scores():
+    truth = np.array([[0, 0], [1, 2]])
+    pred = np.array([[0, 1], [1, 2]])
+    scores = viz.show_panels(np.zeros((2, 2, 3)), pred, truth, ["a", "b", "c"], title="x")
+    figure = plt.gcf()
+    assert len(figure.axes) == 3
+    assert scores.mean_iou == pytest.approx(metrics.segmentation_scores(truth, pred, 3).mean_iou)
+    assert f"{scores.mean_iou:.3f}" in figure._suptitle.get_text()
+    plt.close("all")
+
+
+def test_plot_history_draws_one_axis_per_metric_with_validation_curves():
+    viz.plot_history({"loss": [2, 1], "val_loss": [3, 2], "accuracy": [0.1, 0.5]})
+    axes = plt.gcf().axes
+    assert [ax.get_title() for ax in axes] == ["loss", "accuracy"]
+    assert len(axes[0].lines) == 2 and len(axes[1].lines) == 1
+    plt.close("all")
+
+
+def test_prediction_browser_is_a_slider_over_the_images():
+    images = np.zeros((4, 2, 2, 3))
+    labels = np.zeros((4, 2, 2), int)
+    widget = viz.prediction_browser(images, labels, labels, ["a", "b"])
+    slider = widget.children[0]
+    assert (slider.min, slider.max, slider.value) == (0, 3, 0)
+    plt.close("all")
