@@ -13,7 +13,15 @@ VGG_FEATURES = ("block3_pool", "block4_pool", "block5_pool")
 
 
 def vgg16_encoder(input_shape=(224, 224, 3), weights="imagenet"):
-    """Return a VGG-16 model from RGB images (0..255) to its pool-3, pool-4 and pool-5 features."""
+    """Return a VGG-16 model from RGB images (0..255) to its pool-3, pool-4 and pool-5 features.
+
+    ``weights`` is "imagenet", None (random) or the path of a VGG-16 weights file.
+    """
+    height, width = input_shape[:2]
+    if height % 32 or width % 32:
+        raise ValueError(f"FCN input sides must be multiples of 32 (five 2x2 poolings); got "
+                         f"{height}x{width}. Try {max(32, round(height / 32) * 32)}x"
+                         f"{max(32, round(width / 32) * 32)}.")
     inputs = keras.Input(input_shape, name="image")
     # The ImageNet weights expect BGR images minus the ImageNet mean. Subtracting the
     # mean here, and reversing the first kernel's channel axis below, puts that

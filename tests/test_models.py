@@ -2,6 +2,7 @@ import socket
 
 import keras
 import numpy as np
+import pytest
 
 from helpers import models
 
@@ -10,6 +11,11 @@ def test_encoder_returns_pool3_pool4_pool5_for_sizes_divisible_by_32():
     encoder = models.vgg16_encoder((64, 96, 3), weights=None)
     assert [tuple(o.shape) for o in encoder.outputs] == [
         (None, 8, 12, 256), (None, 4, 6, 512), (None, 2, 3, 512)]
+
+
+def test_sizes_not_divisible_by_32_are_refused_with_a_suggestion():
+    with pytest.raises(ValueError, match="multiples of 32.*352x480"):
+        models.vgg16_encoder((360, 470, 3), weights=None)
 
 
 def test_folded_preprocessing_matches_keras_vgg16_preprocessing(tmp_path):
