@@ -2,6 +2,8 @@
 
 CamVid (notebook 1): frames and label maps paired by sorted file name, labels decoded
 as PNG, resized with nearest neighbour and kept sparse (one integer class per pixel).
+Oxford-IIIT Pets (notebook 2): tensorflow-datasets' ``oxford_iiit_pet``, or in quick mode
+generated elements of the same structure, through the same preprocessing.
 """
 
 from pathlib import Path
@@ -151,6 +153,21 @@ def random_flip(image, label, seed):
             tf.cond(flip, lambda: label[:, ::-1], lambda: label))
 
 
+def batch_pipeline(ds, batch_size, shuffle=False, augment=False, seed=0):
+    """Cache decoded (image, label) elements, then shuffle, augment, batch and prefetch."""
+    import tensorflow as tf
+
+    ds = ds.cache()  # decode and resize once; later epochs read from memory
+    if shuffle:
+        ds = ds.shuffle(1000, seed=seed, reshuffle_each_iteration=True)
+    if augment:
+        # A seed per element and epoch keeps runs reproducible without a global seed.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda pair, s: random_flip(*pair, seed=s), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
 def make_dataset(pairs, size, batch_size, shuffle=False, augment=False, seed=0):
     """Build a batched pipeline of (image, sparse label) from (image, label) path pairs."""
     import tensorflow as tf
@@ -159,12 +176,70 @@ def make_dataset(pairs, size, batch_size, shuffle=False, augment=False, seed=0):
     labels = [str(q) for _, q in pairs]
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     ds = ds.map(lambda i, l: load_pair(i, l, size), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.cache()  # decode and resize once; later epochs read from memory
-    if shuffle:
-        ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
-    if augment:
-        # A seed per element and epoch keeps runs reproducible without a global seed.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip(ds, seeds).map(
-            lambda pair, s: random_flip(*pair, seed=s), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return batch_pipeline(ds, batch_size, shuffle, augment, seed)
+
+
+# Oxford-IIIT Pets (notebook 2), through tensorflow-datasets.
+PETS_CLASSES = ("pet", "background", "outline")
+PETS_QUICK_SPLITS = {"train": 192, "test": 48}
+
+
+def pets_data_dir():
+    """Return the tfds data folder: COURSE_DATA_DIR itself if it holds the dataset, else a subfolder."""
+    root = config.data_dir()
+    return root if (root / "oxford_iiit_pet").is_dir() else root / "tensorflow_datasets"
+
+
+def load_pets(quick=None, data_dir=None):
+    """Return {"train", "test"} datasets of ``oxford_iiit_pet`` elements (dicts, as tfds gives)."""
+    quick = config.quick_mode() if quick is None else quick
+    if quick:
+        seeds = {"train": 1, "test": 2}
+        return {split: _examples_dataset(synthetic.pet_examples(seeds[split], count))
+                for split, count in PETS_QUICK_SPLITS.items()}
+    import tensorflow_datasets as tfds
+
+    data_dir = Path(data_dir) if data_dir is not None else pets_data_dir()
+    try:
+        train, test = tfds.load("oxford_iiit_pet", split=["train", "test"], data_dir=str(data_dir))
+    except Exception as e:
+        raise download.DataError(
+            "Could not load oxford_iiit_pet with tensorflow-datasets "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}).\n"
+            f"  tfds data folder: {data_dir} (set COURSE_DATA_DIR to a folder that holds a "
+            "prepared oxford_iiit_pet)\n"
+            "  Offline: set COURSE_QUICK=1 to run the course on small generated data") from e
+    return {"train": train, "test": test}
+
+
+def _examples_dataset(examples):
+    import tensorflow as tf
+
+    signature = {
+        "image": tf.TensorSpec((None, None, 3), tf.uint8),
+        "segmentation_mask": tf.TensorSpec((None, None, 1), tf.uint8),
+        "label": tf.TensorSpec((), tf.int64),
+        "species": tf.TensorSpec((), tf.int64),
+        "file_name": tf.TensorSpec((), tf.string),
+        "head_bbox": tf.TensorSpec((4,), tf.float32),
+    }
+    return tf.data.Dataset.from_generator(lambda: iter(examples), output_signature=signature)
+
+
+def preprocess_pet(element, size):
+    """Resize a pets element (image bilinear, mask nearest), scale to 0..1, shift mask to 0..2."""
+    import tensorflow as tf
+
+    image = tf.image.resize(element["image"], size, method="bilinear") / 255.0
+    mask = resize_label(element["segmentation_mask"], size)[..., 0]
+    image.set_shape((*size, 3))
+    mask.set_shape(size)
+    return image, tf.cast(mask, tf.int32) - 1
+
+
+def make_pets_dataset(ds, size, batch_size, shuffle=False, augment=False, seed=0):
+    """Build a batched pipeline of (image, mask 0..2) from oxford_iiit_pet elements."""
+    import tensorflow as tf
+
+    ds = ds.map(lambda e: preprocess_pet(e, size), num_parallel_calls=tf.data.AUTOTUNE)
+    return batch_pipeline(ds, batch_size, shuffle, augment, seed)

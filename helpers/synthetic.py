@@ -8,7 +8,7 @@ import io
 import zipfile
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 # Fixed timestamp so the same seed gives a byte-identical archive.
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
@@ -167,3 +167,57 @@ def write_camvid_archive(path, seed=0, n_train=48, n_test=16, height=360, width=
                 _write_member(zf, f"dataset1/annotations_prepped_{split}/{name}",
                               _png_bytes(label, "L"))
     return path
+
+
+# Oxford-IIIT Pets stand-in: warm, furry blobs with ears on cool, textured backgrounds.
+_FUR = [(150, 100, 60), (210, 150, 80), (90, 60, 40), (230, 205, 160), (60, 45, 35)]
+_BACKDROPS = [(70, 120, 80), (90, 110, 150), (120, 125, 130), (60, 90, 110), (150, 160, 170)]
+PET_BREEDS = 37
+_CAT_BREEDS = {0, 5, 6, 7, 9, 11, 20, 23, 26, 27, 32, 33}  # tfds oxford_iiit_pet: 12 cat breeds
+
+
+def pet_example(rng, index):
+    """Draw one pet photo; return a dict shaped like a tfds ``oxford_iiit_pet`` element."""
+    H, W = int(rng.integers(96, 193)), int(rng.integers(96, 193))
+    backdrop = np.array(_BACKDROPS[rng.integers(len(_BACKDROPS))], np.float32)
+    yy, xx = np.mgrid[:H, :W]
+    period, angle = rng.uniform(6, 20), rng.uniform(0, np.pi)
+    stripes = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period)
+    image = backdrop + 18 * stripes[..., None] + rng.normal(0, 10, (H, W, 3))
+
+    shape = Image.new("L", (W, H), 0)
+    draw = ImageDraw.Draw(shape)
+    size = min(H, W) * rng.uniform(0.25, 0.4)
+    cx, cy = W * rng.uniform(0.35, 0.65), H * rng.uniform(0.45, 0.65)
+    draw.ellipse((cx - size, cy - 0.6 * size, cx + size, cy + 0.6 * size), fill=1)  # body
+    hx, hy, r = cx + rng.choice([-1, 1]) * 0.8 * size, cy - 0.6 * size, 0.45 * size
+    draw.ellipse((hx - r, hy - r, hx + r, hy + r), fill=1)  # head
+    for side in (-1, 1):  # ears
+        draw.polygon([(hx + side * 0.2 * r, hy - 0.7 * r), (hx + side * 0.9 * r, hy - 0.4 * r),
+                      (hx + side * 0.7 * r, hy - 1.5 * r)], fill=1)
+    pet = np.asarray(shape, bool)
+    fur = np.array(_FUR[rng.integers(len(_FUR))], np.float32)
+    image[pet] = fur + rng.normal(0, 14, (pet.sum(), 3))
+    image = np.clip(image * rng.uniform(0.85, 1.15), 0, 255).astype(np.uint8)
+
+    # Trimap: 1 pet, 2 background, 3 a thin outline band on the boundary.
+    grown = np.asarray(shape.filter(ImageFilter.MaxFilter(5)), bool)
+    shrunk = np.asarray(shape.filter(ImageFilter.MinFilter(3)), bool)
+    mask = np.where(pet, 1, 2).astype(np.uint8)
+    mask[grown & ~shrunk] = 3
+    breed = int(rng.integers(PET_BREEDS))
+    return {
+        "image": image,
+        "segmentation_mask": mask[..., None],
+        "label": np.int64(breed),
+        "species": np.int64(0 if breed in _CAT_BREEDS else 1),
+        "file_name": f"generated_pet_{index:04d}.jpg",
+        "head_bbox": np.array([(hy - r) / H, (hx - r) / W, (hy + r) / H, (hx + r) / W],
+                              np.float32).clip(0, 1),
+    }
+
+
+def pet_examples(seed, count):
+    """Return ``count`` generated pet examples (see ``pet_example``) for a seed."""
+    rng = np.random.default_rng(seed)
+    return [pet_example(rng, i) for i in range(count)]

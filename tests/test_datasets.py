@@ -131,3 +131,74 @@ def test_full_mode_rejects_an_archive_with_the_wrong_counts(small_camvid_zip, tm
     with pytest.raises(download.DataError, match="expected 367"):
         datasets.download_camvid(url=small_camvid_zip.as_uri(), quick=False, root=tmp_path)
     assert not (tmp_path / "camvid").exists()
+
+
+# Oxford-IIIT Pets (notebook 2)
+
+def pet_element(mask):
+    mask = np.asarray(mask, np.uint8)
+    image = np.repeat((mask * 60)[..., None], 3, axis=2).astype(np.uint8)
+    return {"image": tf.constant(image), "segmentation_mask": tf.constant(mask[..., None])}
+
+
+def test_pet_label_shift_is_exact():
+    mask = np.array([[1, 2, 3, 2], [3, 1, 1, 2]])
+    _, shifted = datasets.preprocess_pet(pet_element(mask), (2, 4))
+    np.testing.assert_array_equal(shifted.numpy(), mask - 1)
+    assert shifted.dtype == tf.int32
+
+
+def test_pet_masks_stay_in_0_1_2_after_resizing():
+    rng = np.random.default_rng(0)
+    mask = rng.integers(1, 4, (37, 53))
+    image, resized = datasets.preprocess_pet(pet_element(mask), (64, 64))
+    assert set(np.unique(resized.numpy())) == {0, 1, 2}
+    assert image.shape == (64, 64, 3) and float(tf.reduce_max(image)) <= 1.0
+
+
+def test_pets_pipeline_flips_image_and_mask_together():
+    mask = np.full((16, 16), 2)
+    mask[2:6, 1:4] = 1  # an asymmetric pet near the left edge
+    mask[2:6, 4] = 3
+    elements = tf.data.Dataset.from_tensors(pet_element(mask)).repeat(12)
+    images, masks = next(iter(datasets.make_pets_dataset(elements, (16, 16), 12, augment=True, seed=3)))
+    flipped = [bool(masks[i, 3, -2] == 0) for i in range(12)]
+    assert any(flipped) and not all(flipped)
+    # The image encodes the original mask value (x60, then /255): it must match the mask.
+    np.testing.assert_array_equal(np.round(images[..., 0].numpy() * 255 / 60).astype(int) - 1,
+                                  masks.numpy())
+
+
+def test_quick_pets_have_the_tfds_element_structure_and_learnable_masks():
+    splits = datasets.load_pets(quick=True)
+    assert set(splits) == {"train", "test"}
+    shapes = set()
+    for element in splits["test"].take(10):
+        assert set(element) == {"image", "segmentation_mask", "label", "species", "file_name",
+                                "head_bbox"}
+        image, mask = element["image"], element["segmentation_mask"]
+        assert image.dtype == tf.uint8 and mask.dtype == tf.uint8
+        assert image.shape[:2] == mask.shape[:2] and mask.shape[2] == 1 and image.shape[2] == 3
+        assert set(np.unique(mask.numpy())) == {1, 2, 3}
+        assert 0 <= int(element["label"]) < 37 and int(element["species"]) in (0, 1)
+        shapes.add(tuple(image.shape))
+    assert len(shapes) > 1  # sizes vary, as in the real dataset
+    count = sum(1 for _ in splits["train"])
+    assert count == datasets.PETS_QUICK_SPLITS["train"]
+
+
+def test_pets_data_dir_uses_a_course_data_dir_that_holds_the_dataset(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    assert datasets.pets_data_dir() == tmp_path.resolve() / "tensorflow_datasets"
+    (tmp_path / "oxford_iiit_pet" / "4.0.0").mkdir(parents=True)
+    assert datasets.pets_data_dir() == tmp_path.resolve()
+
+
+def test_quick_pets_element_spec_equals_the_tfds_builders(tmp_path):
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder_cls("oxford_iiit_pet")(data_dir=str(tmp_path))
+    expected = {k: (tuple(v.shape), tf.as_dtype(v.dtype))
+                for k, v in builder.info.features.get_tensor_info().items()}
+    spec = datasets.load_pets(quick=True)["train"].element_spec
+    assert {k: (tuple(v.shape), v.dtype) for k, v in spec.items()} == expected
