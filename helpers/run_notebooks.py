@@ -22,11 +22,17 @@ CHECK_MARK = "NBVAL_CHECK_OUTPUT"
 
 
 def find_notebooks(selectors=()):
-    """Return the course notebooks whose file names start with any of ``selectors``."""
-    notebooks = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    """Return the course notebooks (and solutions) whose file names start with any of ``selectors``."""
+    notebooks = (sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+                 + sorted((NOTEBOOKS_DIR / "solutions").glob("[0-9][0-9]_*.ipynb")))
     if selectors:
         notebooks = [p for p in notebooks if any(p.name.startswith(s) for s in selectors)]
     return notebooks
+
+
+def is_student_notebook(path):
+    """Return True for an assignment notebook generated from a solution (its exercises are blank)."""
+    return (NOTEBOOKS_DIR / "solutions" / f"{Path(path).stem}_solution.ipynb").is_file()
 
 
 def strip_outputs(nb):
@@ -93,6 +99,9 @@ def main(argv=None):
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     notebooks = find_notebooks(args.notebooks)
+    for skipped in [p for p in notebooks if is_student_notebook(p)]:
+        print(f"Skipping {skipped.name}: its exercises are blank; run its solution instead")
+        notebooks.remove(skipped)
     if not notebooks:
         parser.error(f"no notebook in {NOTEBOOKS_DIR} matches {args.notebooks}")
     failed = []
@@ -102,7 +111,7 @@ def main(argv=None):
         print(f"Running {source.name} ({'quick' if args.quick else 'full'} mode) -> {target}")
         try:
             papermill.execute_notebook(str(source), str(target), parameters=parameters,
-                                       cwd=str(NOTEBOOKS_DIR), kernel_name="python3",
+                                       cwd=str(source.parent), kernel_name="python3",
                                        progress_bar=False)
         except papermill.PapermillExecutionError as e:
             failed.append(source.name)

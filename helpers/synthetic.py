@@ -221,3 +221,75 @@ def pet_examples(seed, count):
     """Return ``count`` generated pet examples (see ``pet_example``) for a seed."""
     rng = np.random.default_rng(seed)
     return [pet_example(rng, i) for i in range(count)]
+
+
+# M2NIST stand-in: real handwritten digits (scikit-learn's 8x8 set, shipped with it),
+# upscaled to MNIST-like 28x28 strokes and placed on a 64x84 canvas without overlap.
+M2NIST_SHAPE = (64, 84)
+
+
+def digit_glyphs(source="sklearn"):
+    """Return (glyphs uint8 (N, 28, 28), digits uint8 (N,)) from ``sklearn`` or ``mnist``."""
+    if source == "mnist":  # downloads 11 MB through keras on first use
+        import keras
+
+        (images, digits), _ = keras.datasets.mnist.load_data()
+        return images.astype(np.uint8), digits.astype(np.uint8)
+    if source != "sklearn":
+        raise ValueError(f"Unknown digit source {source!r}; use 'sklearn' or 'mnist'.")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    glyphs = np.zeros((len(digits.images), 28, 28), np.uint8)
+    for glyph, small in zip(glyphs, digits.images):
+        # Bicubic upscaling and a light blur turn 8x8 blocks into smooth pen strokes.
+        stroke = Image.fromarray((small * (255 / 16)).astype(np.uint8)).resize((20, 20), Image.BICUBIC)
+        stroke = np.asarray(stroke.filter(ImageFilter.GaussianBlur(0.8)), np.float32)
+        stroke *= 255 / max(stroke.max(), 1.0)
+        stroke[stroke < 50] = 0  # a clean background, so the mask is "ink > 0" as in MNIST
+        glyph[4:24, 4:24] = stroke.astype(np.uint8)
+    return glyphs, digits.target.astype(np.uint8)
+
+
+def m2nist_example(rng, glyphs, digits, by_digit=None):
+    """Place one to three distinct digits without overlap; return (image, label map)."""
+    height, width = M2NIST_SHAPE
+    if by_digit is None:
+        by_digit = [np.flatnonzero(digits == d) for d in range(10)]
+    image = np.zeros((height, width), np.uint8)
+    label = np.full((height, width), 10, np.uint8)  # 10 = background
+    taken = np.zeros((height, width), bool)
+    count = rng.choice([1, 2, 3], p=[0.25, 0.5, 0.25])
+    for digit in rng.choice(10, size=count, replace=False):
+        glyph = glyphs[rng.choice(by_digit[digit])]
+        rows, cols = np.flatnonzero(glyph.any(1)), np.flatnonzero(glyph.any(0))
+        glyph = glyph[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        h, w = glyph.shape
+        for _ in range(50):  # rejection sampling; a digit that does not fit is left out
+            y, x = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+            if not taken[y:y + h, x:x + w].any():
+                taken[y:y + h, x:x + w] = True
+                image[y:y + h, x:x + w] = glyph
+                label[y:y + h, x:x + w][glyph > 0] = digit
+                break
+    return image, label
+
+
+def write_m2nist_archive(path, seed=0, count=1200, one_hot=True, source="sklearn"):
+    """Write an M2NIST-format zip (``combined.npy``, ``segmented.npy``) of placed digits."""
+    rng = np.random.default_rng(seed)
+    glyphs, digits = digit_glyphs(source)
+    by_digit = [np.flatnonzero(digits == d) for d in range(10)]
+    images = np.zeros((count, *M2NIST_SHAPE), np.uint8)
+    labels = np.zeros((count, *M2NIST_SHAPE), np.uint8)
+    for i in range(count):
+        images[i], labels[i] = m2nist_example(rng, glyphs, digits, by_digit)
+    segmented = np.eye(11, dtype=np.uint8)[labels] if one_hot else labels
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, array in (("combined.npy", images), ("segmented.npy", segmented)):
+            buffer = io.BytesIO()
+            np.save(buffer, array, allow_pickle=False)
+            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, buffer.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+    return path

@@ -34,6 +34,8 @@ def colorize(label, n_classes):
 def to_uint8(image):
     """Convert an image in 0..255 (any dtype) or 0..1 (float) to uint8 RGB for display."""
     image = np.asarray(image)
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 1):
+        image = np.repeat(image.reshape(image.shape[:2])[..., None], 3, axis=-1)  # grey -> RGB
     if image.dtype == np.uint8:
         return image
     image = image.astype(np.float32)

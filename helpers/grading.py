@@ -1,0 +1,258 @@
+"""Grade M2NIST segmentation models: the assignment's rules, for learners and instructors.
+
+    python -m helpers.grading model.keras          # one submission
+    python -m helpers.grading submissions/         # every file in a folder, plus a CSV
+
+A submission is a ``.keras`` file. It is loaded with Keras ``safe_mode=True`` and no
+custom objects, after a scan of its configuration: a model carrying serialized Python
+code (a ``Lambda`` layer, a lambda activation) or classes from outside Keras is rejected
+without running any of it. The model must map (64, 84, 1) images scaled to [-1, 1] to
+(64, 84, 11) per-pixel class scores. It is scored on the course's fixed M2NIST test
+split with the course's IoU (``helpers.metrics``): grade = 10 x the sum of the ten digit
+IoUs, and the pass mark is 60.
+
+Exit codes for one submission: 0 pass, 1 fail, 2 invalid submission. For a folder: 0
+once every file has a verdict (they are in the CSV), 2 if the folder holds no files.
+Taught in notebook 4.
+"""
+
+import argparse
+import csv
+import json
+import os
+import sys
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from helpers import config, m2nist, metrics
+
+PASS_MARK = 60.0
+DIGITS = tuple(range(10))
+INPUT_SHAPE = (*m2nist.IMAGE_SHAPE, 1)
+OUTPUT_SHAPE = (*m2nist.IMAGE_SHAPE, m2nist.N_CLASSES)
+EXIT = {"pass": 0, "fail": 1, "invalid": 2}
+_OUR_FILES = {"grades.csv", "grades.json"}
+
+
+class InvalidSubmission(ValueError):
+    """A submission that cannot be graded, with the reason in words."""
+
+
+def grade(scores):
+    """Return 10 x the sum of the ten digit IoUs of a ``metrics.Scores`` (a digit never seen counts 0)."""
+    return float(10 * np.nansum(np.asarray(scores.iou)[list(DIGITS)]))
+
+
+def passed(grade_value):
+    """Return True when a grade is above the pass mark."""
+    return grade_value > PASS_MARK
+
+
+def _scan_config(node, problems):
+    """Collect serialized code and non-Keras classes anywhere in a model configuration."""
+    if isinstance(node, dict):
+        class_name = node.get("class_name")
+        if class_name in ("__lambda__", "__python_function__"):
+            problems.add("serialized Python code (a lambda or function)")
+        elif class_name == "Lambda":
+            problems.add("a Lambda layer")
+        module = node.get("module")
+        if isinstance(module, str) and class_name and not (module == "keras" or module.startswith("keras.")):
+            problems.add(f"the class {class_name} from module {module}")
+        for key, value in node.items():
+            if key != "compile_config":  # loaded with compile=False: the loss is never built
+                _scan_config(value, problems)
+    elif isinstance(node, list):
+        for value in node:
+            _scan_config(value, problems)
+
+
+def load_submission(path):
+    """Load a submitted ``.keras`` model safely; raise InvalidSubmission saying why it cannot be."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidSubmission(f"{path} is not a file")
+    if path.suffix != ".keras":
+        raise InvalidSubmission(f"{path.name} is not a .keras file; save the model with "
+                                "model.save('model.keras')")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            configuration = json.loads(zf.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
+        raise InvalidSubmission(f"{path.name} is not a readable .keras archive (corrupt or "
+                                f"truncated?): {e}") from e
+    problems = set()
+    _scan_config(configuration, problems)
+    if problems:
+        raise InvalidSubmission(
+            f"{path.name} contains {', '.join(sorted(problems))}. Submissions may use built-in "
+            "Keras layers only; nothing from the file was run. Replace the custom part with "
+            "built-in layers and save again.")
+    import keras
+
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # Keras raises many types; all mean "cannot load it safely"
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise InvalidSubmission(f"{path.name} cannot be loaded safely: {reason}") from e
+    check_model_shapes(model)
+    return model
+
+
+def _shape(tensor):
+    return tuple(None if d is None else int(d) for d in tensor.shape)
+
+
+def check_model_shapes(model):
+    """Raise InvalidSubmission unless the model maps (64, 84, 1) images to (64, 84, 11) scores."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise InvalidSubmission(f"the model has {len(model.inputs)} inputs and "
+                                f"{len(model.outputs)} outputs; it must have one of each")
+    got_in, got_out = _shape(model.inputs[0])[1:], _shape(model.outputs[0])[1:]
+    if got_in != INPUT_SHAPE:
+        raise InvalidSubmission(f"the model's input shape is {got_in}; it must be {INPUT_SHAPE} "
+                                "(64 x 84 grayscale images with a channel axis)")
+    if got_out != OUTPUT_SHAPE:
+        raise InvalidSubmission(f"the model's output shape is {got_out}; it must be {OUTPUT_SHAPE} "
+                                "(one score per class - 10 digits and background - per pixel)")
+
+
+@dataclass
+class Report:
+    """The verdict on one submission."""
+
+    submission: str
+    status: str  # "pass", "fail" or "invalid"
+    grade: float | None = None
+    pass_mark: float = PASS_MARK
+    iou: dict = field(default_factory=dict)
+    dice: dict = field(default_factory=dict)
+    message: str = ""
+
+    def text(self):
+        """Return the report as lines a person reads."""
+        lines = [f"Submission: {self.submission}"]
+        if self.status == "invalid":
+            lines.append(f"INVALID: {self.message}")
+            return "\n".join(lines)
+        lines.append(f"{'digit':<6} {'IoU':>6} {'Dice':>6}")
+        for digit in DIGITS:
+            lines.append(f"{digit:<6} {self.iou[str(digit)]:6.3f} {self.dice[str(digit)]:6.3f}")
+        lines.append(f"Grade: {self.grade:.1f} (10 x the sum of the digit IoUs; pass above "
+                     f"{self.pass_mark:.0f}): {self.status.upper()}")
+        return "\n".join(lines)
+
+
+def fixed_test_split(quick=None, url=None, root=None):
+    """Return the fixed M2NIST test split (images, labels) that every submission is graded on."""
+    return m2nist.load_m2nist(url=url, quick=quick, root=root)["test"]
+
+
+def score_model(model, images, labels, batch_size=50):
+    """Score a model's predictions on uint8 images against label maps; return ``metrics.Scores``."""
+    predicted = np.argmax(model.predict(m2nist.scale_images(images), batch_size=batch_size,
+                                        verbose=0), axis=-1)
+    return metrics.segmentation_scores(np.asarray(labels), predicted, m2nist.N_CLASSES)
+
+
+def report_for_scores(name, scores):
+    """Turn the scores of one model into its graded report."""
+    value = grade(scores)
+    return Report(name, "pass" if passed(value) else "fail", round(value, 2),
+                  iou={str(d): float(np.nan_to_num(scores.iou[d])) for d in DIGITS},
+                  dice={str(d): float(np.nan_to_num(scores.dice[d])) for d in DIGITS})
+
+
+def grade_file(path, test_data, name=None):
+    """Grade one submitted file against ``test_data`` = (images, labels); return its Report."""
+    name = name or str(path)
+    try:
+        model = load_submission(path)
+        scores = score_model(model, *test_data)
+    except InvalidSubmission as e:
+        return Report(name, "invalid", message=str(e))
+    except Exception as e:  # a model that loads but cannot run, e.g. mismatched weights
+        return Report(name, "invalid", message=f"the model failed to run on the test images: "
+                                               f"{type(e).__name__}: {str(e)[:300]}")
+    return report_for_scores(name, scores)
+
+
+def submissions_in(folder):
+    """List the files of a submissions folder (recursively, sorted, skipping hidden and our outputs)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+                  and p.name not in _OUR_FILES and not p.name.endswith(".grade.json"))
+
+
+def write_csv(reports, path):
+    """Write one row per report: status, grade, the ten IoUs and Dice scores, the message."""
+    columns = (["submission", "status", "grade"] + [f"iou_{d}" for d in DIGITS]
+               + [f"dice_{d}" for d in DIGITS] + ["message"])
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for r in reports:
+            writer.writerow([r.submission, r.status, "" if r.grade is None else f"{r.grade:.2f}"]
+                            + [f"{r.iou[str(d)]:.4f}" if r.iou else "" for d in DIGITS]
+                            + [f"{r.dice[str(d)]:.4f}" if r.dice else "" for d in DIGITS]
+                            + [r.message])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.grading",
+        description="Grade M2NIST segmentation models (.keras files) on the course's test split.")
+    parser.add_argument("target", help="a .keras file, or a folder of submissions")
+    parser.add_argument("--json", help="where to write the JSON verdict (default: beside the "
+                                       "model as MODEL.grade.json, or FOLDER/grades.json)")
+    parser.add_argument("--csv", help="for a folder: where to write the table "
+                                      "(default: FOLDER/grades.csv)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="quick", action="store_const", const=True,
+                      help="grade on the generated quick-mode data (default: COURSE_QUICK)")
+    mode.add_argument("--full", dest="quick", action="store_const", const=False,
+                      help="grade on the real M2NIST test split")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    target = Path(args.target)
+    if not target.exists():
+        parser.error(f"{target} does not exist")
+    quick = config.quick_mode() if args.quick is None else args.quick
+    files = submissions_in(target) if target.is_dir() else [target]
+    if not files:
+        print(f"No submissions in {target}.")
+        return 2
+    print(f"Grading on the {'quick-mode (generated)' if quick else 'real'} M2NIST test split.")
+    test_data = fixed_test_split(quick=quick)
+
+    if not target.is_dir():
+        report = grade_file(target, test_data)
+        print(report.text())
+        out = Path(args.json) if args.json else target.with_name(target.name + ".grade.json")
+        out.write_text(json.dumps(asdict(report), indent=1) + "\n")
+        print(f"Verdict written to {out}")
+        return EXIT[report.status]
+
+    reports = []
+    for path in files:
+        report = grade_file(path, test_data, name=str(path.relative_to(target)))
+        reports.append(report)
+        shown = f"{report.grade:6.1f}" if report.grade is not None else "     -"
+        print(f"{report.submission:<40} {report.status.upper():<8}{shown}  {report.message}")
+    csv_path = Path(args.csv) if args.csv else target / "grades.csv"
+    json_path = Path(args.json) if args.json else target / "grades.json"
+    write_csv(reports, csv_path)
+    json_path.write_text(json.dumps([asdict(r) for r in reports], indent=1) + "\n")
+    counts = {s: sum(r.status == s for r in reports) for s in EXIT}
+    print(f"{len(reports)} submissions: {counts['pass']} pass, {counts['fail']} fail, "
+          f"{counts['invalid']} invalid. Table: {csv_path}; JSON: {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""M2NIST: the generated quick data, archive validation in both label forms, the fixed split."""
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+
+from helpers import download, m2nist, synthetic
+
+
+def write_zip(path, **arrays):
+    """Write arrays as ``name.npy`` members of a zip (``allow_pickle`` only for object arrays)."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.save(buffer, array, allow_pickle=array.dtype == object)
+            zf.writestr(f"{name}.npy", buffer.getvalue())
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_archive(tmp_path_factory):
+    path = tmp_path_factory.mktemp("m2nist") / "m2nist.zip"
+    return synthetic.write_m2nist_archive(path, seed=3, count=60)
+
+
+@pytest.fixture(scope="module")
+def small_arrays(small_archive, tmp_path_factory):
+    tree = tmp_path_factory.mktemp("tree")
+    zipfile.ZipFile(small_archive).extractall(tree)
+    return np.load(tree / "combined.npy"), np.load(tree / "segmented.npy")
+
+
+def test_generated_archive_has_the_real_format(small_arrays):
+    images, segmented = small_arrays
+    assert images.dtype == np.uint8 and images.shape == (60, 64, 84)
+    assert segmented.dtype == np.uint8 and segmented.shape == (60, 64, 84, 11)
+    assert set(np.unique(segmented)) == {0, 1}
+    assert (segmented.sum(-1) == 1).all()
+
+
+def test_generated_digits_are_labelled_exactly_where_there_is_ink(small_arrays):
+    images, segmented = small_arrays
+    labels = segmented.argmax(-1)
+    np.testing.assert_array_equal(labels != m2nist.BACKGROUND, images > 0)
+    per_image = [len(set(np.unique(label)) - {m2nist.BACKGROUND}) for label in labels]
+    assert set(per_image) <= {1, 2, 3} and 2 in per_image and 3 in per_image
+    share = (labels != m2nist.BACKGROUND).mean()
+    assert 0.03 < share < 0.12  # the real M2NIST: about 6 % digit pixels
+
+
+def test_generated_digits_are_real_handwriting_shaped_like_mnist():
+    glyphs, digits = synthetic.digit_glyphs("sklearn")
+    assert glyphs.shape == (1797, 28, 28) and glyphs.dtype == np.uint8
+    assert set(digits) == set(range(10))
+    ink = (glyphs > 0).mean(axis=(1, 2))
+    assert 0.1 < ink.mean() < 0.35  # MNIST digits cover about 19 % of their 28x28 box
+    assert not glyphs[:, :3].any() and not glyphs[:, -3:].any()  # a margin, as in MNIST
+
+
+def test_generator_is_deterministic(tmp_path):
+    a = synthetic.write_m2nist_archive(tmp_path / "a.zip", seed=5, count=10)
+    b = synthetic.write_m2nist_archive(tmp_path / "b.zip", seed=5, count=10)
+    c = synthetic.write_m2nist_archive(tmp_path / "c.zip", seed=6, count=10)
+    assert a.read_bytes() == b.read_bytes() != c.read_bytes()
+
+
+def test_one_hot_and_label_map_archives_give_the_same_labels(small_arrays, tmp_path):
+    images, segmented = small_arrays
+    write_zip(tmp_path / "onehot.zip",
+              combined=images, segmented=segmented)
+    write_zip(tmp_path / "map.zip", combined=images, segmented=segmented.argmax(-1).astype(np.uint8))
+    results = []
+    for name in ("onehot", "map"):
+        tree = tmp_path / name
+        zipfile.ZipFile(tmp_path / f"{name}.zip").extractall(tree)
+        got_images, labels = m2nist.read_m2nist(tree)
+        np.testing.assert_array_equal(got_images, images)
+        assert labels.dtype == np.uint8 and labels.shape == images.shape
+        results.append(labels)
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], segmented.argmax(-1))
+
+
+def broken(small_arrays, case):
+    images, segmented = small_arrays
+    if case == "wrong image size":
+        return dict(combined=images[:, :, :80], segmented=segmented[:, :, :80])
+    if case == "float images":
+        return dict(combined=images.astype(np.float32), segmented=segmented)
+    if case == "not one-hot":
+        bad = segmented.copy()
+        bad[0, 0, 0, :2] = 1
+        return dict(combined=images, segmented=bad)
+    if case == "label out of range":
+        labels = segmented.argmax(-1).astype(np.uint8)
+        labels[0, 0, 0] = 11
+        return dict(combined=images, segmented=labels)
+    if case == "counts differ":
+        return dict(combined=images, segmented=segmented[:-1])
+    if case == "ten channels":
+        return dict(combined=images, segmented=segmented[..., :10])
+    if case == "pickled objects":
+        return dict(combined=images, segmented=np.array([{"x": 1}] * 3, dtype=object))
+    if case == "missing labels":
+        return dict(combined=images)
+    raise AssertionError(case)
+
+
+CASES = ["wrong image size", "float images", "not one-hot", "label out of range", "counts differ",
+         "ten channels", "pickled objects", "missing labels"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_archives_are_refused_and_nothing_is_cached(small_arrays, case, http_dir, tmp_path):
+    folder, base = http_dir
+    write_zip(folder / "m2nist.zip", **broken(small_arrays, case))
+    root = tmp_path / "cache"
+    with pytest.raises(download.DataError, match="cannot be used") as error:
+        m2nist.download_m2nist(url=f"{base}/m2nist.zip", quick=False, root=root)
+    assert "Nothing was cached" in str(error.value)
+    assert [p for p in root.rglob("*") if p.is_file()] == []
+
+
+def test_download_through_the_mirror_variable_and_cache(small_archive, http_dir, tmp_path, monkeypatch):
+    folder, base = http_dir
+    (folder / "m2nist.zip").write_bytes(small_archive.read_bytes())
+    monkeypatch.setenv("COURSE_M2NIST_URL", f"{base}/m2nist.zip")
+    root = tmp_path / "cache"
+    splits = m2nist.load_m2nist(quick=False, root=root)
+    assert {k: len(v[0]) for k, v in splits.items()} == {"train": 48, "validation": 10, "test": 2}
+    (folder / "m2nist.zip").unlink()  # cached: the server is no longer needed
+    again = m2nist.load_m2nist(quick=False, root=root)
+    np.testing.assert_array_equal(again["test"][1], splits["test"][1])
+
+
+def test_the_official_archive_must_hold_5000_images(small_archive):
+    tree = small_archive.parent / "official-check"
+    zipfile.ZipFile(small_archive).extractall(tree)
+    with pytest.raises(download.DataError, match="60 images, expected 5000"):
+        m2nist.read_m2nist(tree, expected_count=m2nist.FULL_COUNT)
+
+
+def test_the_split_is_fixed_disjoint_and_sized_4000_800_200():
+    split = m2nist.split_indices(5000)
+    assert {k: len(v) for k, v in split.items()} == {"train": 4000, "validation": 800, "test": 200}
+    everything = np.concatenate(list(split.values()))
+    assert len(np.unique(everything)) == 5000
+    again = m2nist.split_indices(5000)
+    for name in split:
+        np.testing.assert_array_equal(split[name], again[name])
+    assert not np.array_equal(split["test"], m2nist.split_indices(5000, seed=1)["test"])
+    quick = m2nist.split_indices(m2nist.QUICK_COUNT)
+    assert {k: len(v) for k, v in quick.items()} == {"train": 960, "validation": 192, "test": 48}
+
+
+def test_quick_mode_generates_data_with_every_digit_in_the_test_split(tmp_path):
+    splits = m2nist.load_m2nist(quick=True, root=tmp_path)
+    images, labels = splits["test"]
+    assert images.shape == (48, 64, 84)
+    assert set(np.unique(labels)) == set(range(11))
+    assert (tmp_path / "generated" / "m2nist-quick.zip").is_file()
+
+
+def test_images_scale_to_minus_one_one_with_a_channel_axis():
+    images = np.array([[[0, 255], [127, 128]]], np.uint8)
+    scaled = m2nist.scale_images(images)
+    assert scaled.shape == (1, 2, 2, 1) and scaled.dtype == np.float32
+    np.testing.assert_allclose(scaled[0, :, :, 0], [[-1, 1], [127 / 127.5 - 1, 128 / 127.5 - 1]],
+                               atol=1e-6)
+
+
+def test_pipeline_yields_weights_ten_on_digits_and_one_on_background(small_arrays):
+    images, segmented = small_arrays
+    labels = segmented.argmax(-1).astype(np.uint8)
+    ds = m2nist.make_m2nist_dataset(images, labels, 8, digit_weight=10.0)
+    x, y, w = next(iter(ds))
+    assert x.shape == (8, 64, 84, 1) and y.shape == (8, 64, 84) and w.shape == (8, 64, 84)
+    np.testing.assert_array_equal(np.asarray(w), np.where(labels[:8] == 10, 1.0, 10.0))
+    unweighted = next(iter(m2nist.make_m2nist_dataset(images, labels, 8)))
+    assert len(unweighted) == 2
