@@ -1,8 +1,8 @@
 """Checks for the exercises of notebook 4 (the M2NIST assignment).
 
-Each ``check_*`` function tries the learner's code on inputs of its own, prints either
-"passes" or exactly what is wrong (which layer, which shape, which argument), and returns
-True or False. A check never raises: an exception in the learner's code is reported, not
+Each ``check_*`` function tries the learner's code on inputs of its own and prints either
+"passes" or exactly what is wrong (which layer, which shape, which argument); it returns
+nothing, so a notebook cell shows only that message. A check never raises: an exception in the learner's code is reported, not
 propagated, so one broken exercise does not stop the notebook.
 """
 
@@ -31,9 +31,8 @@ def _run(number, title, check):
         print(f"Exercise {number} ({title}) does not pass yet:")
         for problem in problems:
             print(f"  - {problem}")
-        return False
-    print(f"Exercise {number} ({title}) passes.")
-    return True
+    else:
+        print(f"Exercise {number} ({title}) passes.")
 
 
 def _layers(inputs, outputs):
@@ -99,7 +98,7 @@ def check_conv_block(conv_block):
             issues.append(f"a 64x96x1 input gives {_shape(out)}, expected (32, 48, 8)")
         return issues
 
-    return _run(1, "conv block", problems)
+    _run(1, "conv block", problems)
 
 
 def check_encoder(encoder):
@@ -138,7 +137,7 @@ def check_encoder(encoder):
             issues.append(f"the blocks have {filters} filters, expected {list(ENCODER_FILTERS)}")
         return issues
 
-    return _run(2, "encoder", problems)
+    _run(2, "encoder", problems)
 
 
 def check_decoder(decoder):
@@ -180,7 +179,7 @@ def check_decoder(decoder):
                           f"{N_CLASSES} classes (layers.Activation('softmax'))")
         return issues
 
-    return _run(3, "FCN-8 decoder", problems)
+    _run(3, "FCN-8 decoder", problems)
 
 
 def check_compile(loss, optimizer, metric_list):
@@ -220,7 +219,7 @@ def check_compile(loss, optimizer, metric_list):
                     issues.append(f"{metric!r} is not a Keras metric")
         return issues
 
-    return _run(4, "compile", problems)
+    _run(4, "compile", problems)
 
 
 def check_training(epochs, history):
@@ -244,4 +243,4 @@ def check_training(epochs, history):
             issues.append("no validation scores: pass validation_data=val_ds to model.fit")
         return issues
 
-    return _run(5, "training", problems)
+    _run(5, "training", problems)

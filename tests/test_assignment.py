@@ -111,8 +111,11 @@ def reference():
 
 
 def run_check(check, *args, capsys):
-    ok = check(*args)
-    return ok, capsys.readouterr().out
+    """Run a check; return (passed, what it printed)."""
+    assert check(*args) is None  # a notebook cell must show the printed verdict only
+    out = capsys.readouterr().out
+    assert out.count("passes.") + out.count("does not pass yet") == 1, out
+    return "passes." in out, out
 
 
 def test_the_solution_passes_every_model_check(reference, capsys):

@@ -1,6 +1,7 @@
 """M2NIST: the generated quick data, archive validation in both label forms, the fixed split."""
 
 import io
+import os
 import zipfile
 
 import numpy as np
@@ -155,7 +156,8 @@ def test_the_split_is_fixed_disjoint_and_sized_4000_800_200():
     assert {k: len(v) for k, v in quick.items()} == {"train": 960, "validation": 192, "test": 48}
 
 
-def test_quick_mode_generates_data_with_every_digit_in_the_test_split(tmp_path):
+def test_quick_mode_generates_data_with_every_digit_in_the_test_split(tmp_path, monkeypatch):
+    monkeypatch.delenv("COURSE_M2NIST_URL", raising=False)  # the test session sets a mirror
     splits = m2nist.load_m2nist(quick=True, root=tmp_path)
     images, labels = splits["test"]
     assert images.shape == (48, 64, 84)
@@ -180,3 +182,36 @@ def test_pipeline_yields_weights_ten_on_digits_and_one_on_background(small_array
     np.testing.assert_array_equal(np.asarray(w), np.where(labels[:8] == 10, 1.0, 10.0))
     unweighted = next(iter(m2nist.make_m2nist_dataset(images, labels, 8)))
     assert len(unweighted) == 2
+
+
+def test_the_served_label_map_mirror_and_the_generated_quick_data_agree(tmp_path, monkeypatch):
+    # The test session serves quick data as a label map from 127.0.0.1 (COURSE_M2NIST_URL);
+    # quick mode offline generates it one-hot. Both must give learners the same split.
+    assert os.environ["COURSE_M2NIST_URL"].startswith("http://127.0.0.1:")
+    served = m2nist.load_m2nist(quick=True, root=tmp_path / "served")
+    monkeypatch.delenv("COURSE_M2NIST_URL")
+    generated = m2nist.load_m2nist(quick=True, root=tmp_path / "generated")
+    for split in served:
+        for a, b in zip(served[split], generated[split]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_the_generator_can_use_mnist_digits_when_online(tmp_path, monkeypatch):
+    import keras
+
+    # keras.datasets.mnist downloads; stand in for it with distinct, recognisable glyphs.
+    glyphs = np.zeros((20, 28, 28), np.uint8)
+    for i in range(20):
+        glyphs[i, 5:20, 8:18] = 100 + i
+    digits = np.arange(20, dtype=np.uint8) % 10
+    monkeypatch.setattr(keras.datasets.mnist, "load_data",
+                        lambda: ((glyphs, digits), (glyphs[:0], digits[:0])))
+    path = synthetic.write_m2nist_archive(tmp_path / "mnist.zip", seed=0, count=20, source="mnist")
+    zipfile.ZipFile(path).extractall(tmp_path / "tree")
+    images, labels = m2nist.read_m2nist(tmp_path / "tree")
+    for image, label in zip(images, labels):
+        for digit in set(np.unique(label)) - {m2nist.BACKGROUND}:
+            # Every pixel of a digit comes from a glyph of that digit (value 100 + d or 110 + d).
+            assert set(np.unique(image[label == digit])) <= {100 + digit, 110 + digit}
+    with pytest.raises(ValueError, match="Unknown digit source"):
+        synthetic.digit_glyphs("emnist")
