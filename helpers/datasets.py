@@ -101,14 +101,9 @@ def download_camvid(url=None, quick=None, root=None):
 
 
 def _quick_camvid_archive(root):
-    path = root / "generated" / "camvid-quick.zip"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".part")
-        synthetic.write_camvid_archive(partial, seed=0, **{f"n_{k}": v for k, v in
-                                                           CAMVID_QUICK_SPLITS.items()})
-        partial.replace(path)
-    return path
+    sizes = {f"n_{split}": count for split, count in CAMVID_QUICK_SPLITS.items()}
+    return download.generated_archive(
+        root, "camvid-quick.zip", lambda path: synthetic.write_camvid_archive(path, seed=0, **sizes))
 
 
 def split_pairs(pairs, validation_fraction, seed=0):

@@ -180,6 +180,17 @@ def fetch_archive(url, name, *, sha256=None, check_tree=None, what=None, mirror_
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def generated_archive(root, name, write):
+    """Return ``root/generated/name``, writing it once with ``write(path)`` (quick-mode data)."""
+    path = Path(root) / "generated" / name
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".part")
+        write(partial)
+        partial.replace(path)  # only a complete archive gets the real name
+    return path
+
+
 def _recorded_hash(record):
     try:
         return json.loads(record.read_text())["sha256"]

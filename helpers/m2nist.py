@@ -100,13 +100,9 @@ def download_m2nist(url=None, quick=None, root=None):
 
 
 def _quick_archive(root):
-    path = root / "generated" / "m2nist-quick.zip"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".part")
-        synthetic.write_m2nist_archive(partial, seed=0, count=QUICK_COUNT)
-        partial.replace(path)
-    return path
+    return download.generated_archive(
+        root, "m2nist-quick.zip",
+        lambda path: synthetic.write_m2nist_archive(path, seed=0, count=QUICK_COUNT))
 
 
 def split_indices(count, seed=SPLIT_SEED):
