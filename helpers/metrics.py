@@ -122,3 +122,17 @@ def majority_baseline(train_dataset, test_dataset, n_classes):
         labels = np.asarray(labels)
         cm += confusion_matrix(labels, np.full_like(labels, majority), n_classes)
     return majority, Scores.from_confusion(cm)
+
+
+def mean_iou_metric(n_classes, name="mean_iou"):
+    """Return a Keras metric for mean IoU over sparse labels and per-pixel class scores.
+
+    It follows the convention above: one confusion matrix accumulated over the whole epoch
+    (not a mean of per-batch IoUs), and classes absent from both truth and prediction left
+    out of the mean. ``keras.metrics.MeanIoU`` computes exactly that once it takes the argmax
+    of the scores (``sparse_y_pred=False``); ``tests/test_metrics.py`` checks it against
+    ``segmentation_scores``. Being a built-in Keras class, it saves and reloads with a model.
+    """
+    import keras
+
+    return keras.metrics.MeanIoU(num_classes=n_classes, sparse_y_pred=False, name=name)

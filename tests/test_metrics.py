@@ -93,3 +93,43 @@ def test_table_lists_every_class_and_the_means():
     text = metrics.segmentation_scores(TRUTH, PRED, 4).table(["a", "b", "c", "d"])
     assert text.splitlines()[1].split() == ["a", "0.333", "0.500"]
     assert "mean" in text and "pixel accuracy 0.667" in text
+
+
+def _scores_for(labels, n_classes, rng):
+    """Random per-pixel class scores whose argmax is ``labels``."""
+    scores = rng.random((*labels.shape, n_classes)).astype("float32")
+    np.put_along_axis(scores, labels[..., None], 2.0, axis=-1)
+    return scores
+
+
+def test_mean_iou_metric_matches_segmentation_scores_over_an_epoch():
+    # Five classes: 3 is in neither truth nor prediction (left out of the mean), 4 is
+    # predicted but never true (IoU 0). Two batches whose per-batch mean IoUs differ from the
+    # pooled one, so a mean of batch means would not match.
+    rng = np.random.default_rng(0)
+    truth = np.array([[[0, 0, 1], [1, 2, 2]], [[2, 2, 2], [0, 1, 1]]])
+    pred = np.array([[[0, 1, 1], [1, 2, 0]], [[2, 4, 2], [0, 0, 1]]])
+    metric = metrics.mean_iou_metric(5)
+    assert metric.name == "mean_iou"
+    for t, p in zip(truth, pred):
+        metric.update_state(t[None], _scores_for(p[None], 5, rng))
+    expected = metrics.segmentation_scores(truth, pred, 5)
+    assert np.isnan(expected.iou[3]) and expected.iou[4] == 0
+    batch_means = [metrics.segmentation_scores(t, p, 5).mean_iou for t, p in zip(truth, pred)]
+    assert abs(np.mean(batch_means) - expected.mean_iou) > 0.01
+    assert float(metric.result()) == pytest.approx(expected.mean_iou, abs=1e-6)
+    metric.reset_state()
+    metric.update_state(TRUTH, _scores_for(PRED, 4 + 1, rng))
+    assert float(metric.result()) == pytest.approx(metrics.segmentation_scores(TRUTH, PRED, 5).mean_iou, abs=1e-6)
+
+
+def test_mean_iou_metric_tracks_training_by_name():
+    import keras
+
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(3, 1, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy", metrics=[metrics.mean_iou_metric(3)])
+    x = np.random.default_rng(1).random((4, 4, 4, 3)).astype("float32")
+    y = np.random.default_rng(2).integers(0, 3, (4, 4, 4))
+    logs = model.evaluate(x, y, batch_size=2, verbose=0, return_dict=True)
+    expected = metrics.segmentation_scores(y, metrics.predict_labels(model, x), 3).mean_iou
+    assert logs["mean_iou"] == pytest.approx(expected, abs=1e-6)

@@ -48,11 +48,14 @@ def test_only_checked_cells_carry_outputs(nb):
             assert not cell.outputs, f"unchecked cell with outputs: {cell.source[:60]}"
 
 
-def test_one_parameters_cell_near_the_top_with_epochs(nb):
+def test_one_parameters_cell_near_the_top_with_epochs_if_it_trains(nb):
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
     assert tagged[0] < 10
-    assert re.search(r"^EPOCHS = ", nb.cells[tagged[0]].source, re.M)
+    # A notebook that trains exposes its epochs; one that only runs a pretrained model
+    # (notebook 3) has no EPOCHS to set.
+    if any(re.search(r"\.fit\(", c.source) for c in code_cells(nb)):
+        assert re.search(r"^EPOCHS = ", nb.cells[tagged[0]].source, re.M)
 
 
 def test_one_guarded_colab_cell_cloning_this_repository(nb):
@@ -64,7 +67,7 @@ def test_one_guarded_colab_cell_cloning_this_repository(nb):
 
 def test_badges_point_at_this_notebook_in_this_repository(nb):
     slug = REPO_URL.removeprefix("https://github.com/")
-    path = f"notebooks/{nb.path.name}"
+    path = nb.path.relative_to(REPO_DIR).as_posix()
     assert f"https://colab.research.google.com/github/{slug}/blob/main/{path}" in nb.cells[0].source
 
 

@@ -1,0 +1,52 @@
+"""Smoke tests of the benchmark scripts' code paths at toy sizes (the figures are in benchmarks/)."""
+
+import sys
+
+from benchmarks import common, memory, notebooks, pipeline, training
+
+
+def test_pipeline_benchmark_compares_like_for_like_batches(capsys):
+    with common.scratch_dir() as folder:
+        pairs = common.camvid_frames(folder, 3, height=64, width=96)
+        course = next(iter(pipeline.course_pipeline(pairs, (32, 32), 2)))
+        ours = next(iter(pipeline.our_pipeline(pairs, (32, 32), 2)))
+        results = pipeline.measure(pairs, (32, 32), 2, epochs=1)
+    assert course[0].shape == ours[0].shape == (2, 32, 32, 3)
+    assert course[1].shape == (2, 32, 32, 12) and ours[1].shape == (2, 32, 32)
+    assert not folder.exists()
+    text = pipeline.report(results, 3, (32, 32), 2, 1)
+    assert "ratio" in text and "Target ours >= 3x" in text
+
+
+def test_training_benchmark_steps_both_configurations():
+    results = training.child(["course", "ours"], (32, 32), 2, steps=1, warmup=1, fc_filters=8)
+    assert set(results) == {"course", "ours"}
+    assert all(r["images_per_s"] > 0 and r["parameters"] == results["course"]["parameters"]
+               for r in results.values())
+    assert results["ours"]["jit_compile"] is False  # "auto" means no XLA on the CPU
+    assert "Target ours >= 1.0x the course on CPU" in training.report(results, (32, 32), 8, 1)
+
+
+def test_memory_benchmark_uses_the_notebooks_full_mode_defaults():
+    full = common.notebook_parameters("01_fcn8_camvid.ipynb", quick=False)
+    assert full["IMAGE_SIZE"] == (224, 224) and full["FC_FILTERS"] == 4096
+    assert full["EPOCHS"] <= 170 // 3  # the issue's budget: a third of the course's epochs
+    assert common.notebook_parameters("02_unet_pets.ipynb", quick=False)["EPOCHS"] < 10
+    result = memory.child("01", toy=True)
+    assert result["peak_rss_mib"] >= result["baseline_rss_mib"] > 0
+    assert "peak RSS MiB" in memory.report({"01": result})
+
+
+def test_notebook_benchmark_reads_times_and_memory(tmp_path):
+    junit = tmp_path / "junit.xml"
+    junit.write_text(
+        '<testsuites><testsuite>'
+        '<testcase file="notebooks/01_x.ipynb" name="Cell 0" time="1.5"/>'
+        '<testcase file="notebooks/01_x.ipynb" name="Cell 1" time="2.0"/>'
+        '<testcase file="tests/test_a.py" name="t" time="0.25"/>'
+        '</testsuite></testsuites>')
+    assert notebooks.times_by_file(junit) == {"notebooks/01_x.ipynb": 3.5, "tests/test_a.py": 0.25}
+    code, wall, largest, _ = notebooks.run_measured(
+        [sys.executable, "-c", "b = bytearray(50 * 2**20); b[::4096] = b'x' * len(b[::4096])"])
+    assert code == 0 and wall > 0 and largest >= 50
+    assert "OVER 3 min" in notebooks.report(0, 700, 1, 1, {"notebooks/01_x.ipynb": 200.0})
