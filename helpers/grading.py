@@ -234,8 +234,11 @@ def main(argv=None):
         report = grade_file(target, test_data)
         print(report.text())
         out = Path(args.json) if args.json else target.with_name(target.name + ".grade.json")
-        out.write_text(json.dumps(asdict(report), indent=1) + "\n")
-        print(f"Verdict written to {out}")
+        try:
+            out.write_text(json.dumps(asdict(report), indent=1) + "\n")
+            print(f"Verdict written to {out}")
+        except OSError as e:  # e.g. a read-only folder: the verdict above still stands
+            print(f"Could not write the verdict to {out} ({e}); use --json PATH")
         return EXIT[report.status]
 
     reports = []

@@ -1,0 +1,49 @@
+"""The COCO 2017 label map of the detection models on TF Hub (taught in notebook 3).
+
+The TF Hub detectors trained on COCO 2017 return class ids 1..90: the ids of the original
+COCO paper, of which the 2017 release uses 80. The map is kept here as plain data, so no
+``.pbtxt`` parser (and no Object Detection API) is needed to name a detection.
+"""
+
+import numpy as np
+
+# id -> display name, as in the Object Detection API's mscoco_label_map.pbtxt.
+COCO_2017_LABELS = {
+    1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus",
+    7: "train", 8: "truck", 9: "boat", 10: "traffic light", 11: "fire hydrant",
+    13: "stop sign", 14: "parking meter", 15: "bench", 16: "bird", 17: "cat", 18: "dog",
+    19: "horse", 20: "sheep", 21: "cow", 22: "elephant", 23: "bear", 24: "zebra",
+    25: "giraffe", 27: "backpack", 28: "umbrella", 31: "handbag", 32: "tie",
+    33: "suitcase", 34: "frisbee", 35: "skis", 36: "snowboard", 37: "sports ball",
+    38: "kite", 39: "baseball bat", 40: "baseball glove", 41: "skateboard",
+    42: "surfboard", 43: "tennis racket", 44: "bottle", 46: "wine glass", 47: "cup",
+    48: "fork", 49: "knife", 50: "spoon", 51: "bowl", 52: "banana", 53: "apple",
+    54: "sandwich", 55: "orange", 56: "broccoli", 57: "carrot", 58: "hot dog", 59: "pizza",
+    60: "donut", 61: "cake", 62: "chair", 63: "couch", 64: "potted plant", 65: "bed",
+    67: "dining table", 70: "toilet", 72: "tv", 73: "laptop", 74: "mouse", 75: "remote",
+    76: "keyboard", 77: "cell phone", 78: "microwave", 79: "oven", 80: "toaster",
+    81: "sink", 82: "refrigerator", 84: "book", 85: "clock", 86: "vase", 87: "scissors",
+    88: "teddy bear", 89: "hair drier", 90: "toothbrush",
+}
+MAX_ID = 90
+
+
+def class_id(value):
+    """Turn a model's class output (often a float such as 18.0) into an int id."""
+    number = float(value)
+    if not np.isfinite(number) or number != round(number):
+        raise ValueError(f"A class id must be a whole number, got {value!r}.")
+    return int(round(number))
+
+
+def class_name(value, label_map=None):
+    """Return the name of a class id; ids the label map lacks read 'id N (unknown)'."""
+    label_map = COCO_2017_LABELS if label_map is None else label_map
+    number = class_id(value)
+    return label_map.get(number, f"id {number} (unknown)")
+
+
+def class_ids_by_name(label_map=None):
+    """Return the inverse label map, name -> id (notebook 3 uses it to look up classes)."""
+    label_map = COCO_2017_LABELS if label_map is None else label_map
+    return {name: number for number, name in label_map.items()}

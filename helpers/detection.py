@@ -1,0 +1,424 @@
+"""Run a TF Hub Mask R-CNN and turn its outputs into full-image instance masks (notebook 3).
+
+Conventions of the TF Hub detection models (the Object Detection API's), kept here:
+
+- input: one uint8 image of shape (1, H, W, 3);
+- ``detection_boxes``: (ymin, xmin, ymax, xmax) normalised to 0..1, where 0 and 1 are the
+  centres of the first and last pixel row or column (the convention of
+  ``tf.image.crop_and_resize``, with which the masks were cut out of their boxes);
+- ``detection_masks``: one small mask per detection (33x33 for Mask R-CNN), relative to its
+  box, values in 0..1.
+"""
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import urllib.parse
+import warnings
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from helpers import coco, config, download, metrics, standin, viz
+
+MASK_RCNN_HANDLE = "https://tfhub.dev/tensorflow/mask_rcnn/inception_resnet_v2_1024x1024/1"
+HANDLE_VARIABLE = "COURSE_MASKRCNN_HANDLE"
+OUTPUT_KEYS = ("detection_boxes", "detection_classes", "detection_scores", "detection_masks",
+               "num_detections")
+
+# The course's test images. The first two are the Object Detection API's test images; the
+# Wikimedia photos are those of TensorFlow Hub's object detection tutorial. These URLs cannot
+# be checked offline: if one stops working, notebook 3 reports that image and goes on.
+TEST_IMAGES = {
+    "dogs": "https://raw.githubusercontent.com/tensorflow/models/master/research/"
+            "object_detection/test_images/image1.jpg",
+    "beach": "https://raw.githubusercontent.com/tensorflow/models/master/research/"
+             "object_detection/test_images/image2.jpg",
+    # By Heiko Gorski, https://commons.wikimedia.org/wiki/File:Naxos_Taverna.jpg
+    "taverna": "https://upload.wikimedia.org/wikipedia/commons/6/60/Naxos_Taverna.jpg",
+    # By Américo Toledano, https://commons.wikimedia.org/wiki/File:Biblioteca_Maim%C3%B3nides,
+    # _Campus_Universitario_de_Rabanales_007.jpg (Wikimedia's 1024-pixel rendering)
+    "library": "https://upload.wikimedia.org/wikipedia/commons/thumb/0/0d/"
+               "Biblioteca_Maim%C3%B3nides%2C_Campus_Universitario_de_Rabanales_007.jpg/"
+               "1024px-Biblioteca_Maim%C3%B3nides%2C_Campus_Universitario_de_Rabanales_007.jpg",
+}
+
+
+def use_course_tfhub_cache():
+    """Cache TF Hub downloads in the course data folder unless ``TFHUB_CACHE_DIR`` is set."""
+    if not os.environ.get("TFHUB_CACHE_DIR", "").strip():
+        os.environ["TFHUB_CACHE_DIR"] = str(config.data_dir() / "tfhub_modules")
+    return Path(os.environ["TFHUB_CACHE_DIR"])
+
+
+def _is_url(text):
+    return urllib.parse.urlsplit(str(text)).scheme in ("http", "https", "gs")
+
+
+def model_handle(handle=None, quick=None):
+    """Return the model to load: ``handle``, else ``COURSE_MASKRCNN_HANDLE``, else the default.
+
+    The default is the TF Hub Mask R-CNN, or in quick mode the offline stand-in (built into
+    the data cache on first use). A local handle must be a SavedModel folder.
+    """
+    handle = str(handle or os.environ.get(HANDLE_VARIABLE, "").strip() or "")
+    if handle:
+        if _is_url(handle):
+            return handle
+        if handle.startswith("file://"):
+            handle = urllib.parse.unquote(urllib.parse.urlsplit(handle).path)
+        path = Path(handle).expanduser()
+        if not (path / "saved_model.pb").is_file():
+            raise ValueError(
+                f"{handle} is not a SavedModel folder (it has no saved_model.pb). Set "
+                f"{HANDLE_VARIABLE} to a TF Hub URL or to the folder you extracted the model's "
+                "archive into.")
+        return str(path.resolve())
+    quick = config.quick_mode() if quick is None else quick
+    return str(standin.standin_model_dir()) if quick else MASK_RCNN_HANDLE
+
+
+@contextlib.contextmanager
+def explain_load_errors(handle):
+    """Re-raise a failure inside the block as a ``DataError`` that says what to try."""
+    try:
+        yield
+    except Exception as e:
+        raise download.DataError(
+            f"Could not load the model {handle}.\n"
+            f"  Reason:  {type(e).__name__}: {str(e).strip()[:500]}\n"
+            f"  Cache:   TF Hub keeps downloads in {os.environ.get('TFHUB_CACHE_DIR', 'its cache')}\n"
+            f"  Local:   download the model's archive by hand, extract it and set {HANDLE_VARIABLE} "
+            "to that folder\n"
+            "  Offline: set COURSE_QUICK=1 to run the lab with its stand-in model") from e
+
+
+def _cached_image_path(url):
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    name = PurePosixPath(urllib.parse.urlsplit(url).path).name or "image"
+    return config.data_dir() / "downloads" / "images" / f"{digest}-{urllib.parse.unquote(name)}"
+
+
+def _fetch_image(url, timeout):
+    """Download an image URL once into the data cache (validated before it is kept)."""
+    target = _cached_image_path(url)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, part = tempfile.mkstemp(prefix=".part-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                download._download_to(url, out, f"image {target.name}", timeout)
+            except Exception as e:
+                reason = getattr(e, "reason", None) or e
+                if getattr(e, "code", None):
+                    reason = f"HTTP {e.code} {e.reason}"
+                raise download._failure(f"the image {url}", url, reason, target, None) from e
+        _decode(Path(part), url)  # a web page or a truncated file is never cached
+        os.replace(part, target)
+    finally:
+        Path(part).unlink(missing_ok=True)
+    return target
+
+
+def _decode(path, source):
+    """Open an image file as an RGB PIL image; convert grey and transparent images."""
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)  # photos from phones are often rotated
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        with open(path, "rb") as f:
+            start = f.read(16)
+        raise download.DataError(
+            f"{source} is not an image that Pillow can read (its first bytes are {start!r}); "
+            "a web page or an error message instead of the image file?") from e
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        raise download.DataError(f"{source} has {image.mode} pixels (16-bit or floating point); "
+                                 "save it as an 8-bit RGB JPEG or PNG first.")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        warnings.warn(f"{source} has transparency; composited over white for the model.",
+                      stacklevel=3)
+        rgba = image.convert("RGBA")
+        image = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image.alpha_composite(rgba)
+    elif image.mode in ("L", "1"):
+        warnings.warn(f"{source} is greyscale; its channel is repeated into R, G and B.",
+                      stacklevel=3)
+    return image.convert("RGB")
+
+
+def load_image(source, max_side=None, timeout=60):
+    """Load an image from a path or URL as a uint8 array of shape (1, H, W, 3)."""
+    source = str(source)
+    if urllib.parse.urlsplit(source).scheme in ("http", "https"):
+        path = _fetch_image(source, timeout)
+    elif source.startswith("file://"):
+        path = Path(urllib.parse.unquote(urllib.parse.urlsplit(source).path))
+    else:
+        path = Path(source).expanduser()
+    if not path.is_file():
+        raise download.DataError(f"No image file at {path}.")
+    image = _decode(path, source)
+    if max_side is not None and max(image.size) > max_side:
+        scale = max_side / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.LANCZOS)
+    return np.asarray(image, dtype=np.uint8)[None]
+
+
+def _interpolation(lo, hi, n_out, n_in):
+    """Matrix (n_out, n_in) that samples a box-relative axis of n_in cells at the image's
+    n_out pixels bilinearly, with zero rows for the pixels outside [lo, hi]."""
+    # Pixel i of the image sits at i / (n_out - 1), as in tf.image.crop_and_resize (which
+    # samples a single pixel at the centre).
+    positions = np.arange(n_out) / (n_out - 1) if n_out > 1 else np.array([0.5])
+    relative = (positions - lo) / (hi - lo) * (n_in - 1)
+    # A little slack, so a pixel exactly on the box's edge is not lost to float rounding.
+    inside = (relative >= -1e-3) & (relative <= n_in - 1 + 1e-3)
+    relative = np.clip(relative, 0, n_in - 1)
+    below = np.clip(np.floor(relative), 0, n_in - 1).astype(np.intp)
+    above = np.minimum(below + 1, n_in - 1)
+    fraction = relative - below
+    weights = np.zeros((n_out, n_in))
+    rows = np.nonzero(inside)[0]
+    np.add.at(weights, (rows, below[rows]), 1 - fraction[rows])
+    np.add.at(weights, (rows, above[rows]), fraction[rows])
+    return weights
+
+
+def reframe_box_masks(box_masks, boxes, height, width):
+    """Paste box-relative masks (N, h, w) into their boxes on an (N, height, width) canvas.
+
+    Each mask is resized bilinearly to its box's extent; pixels outside the box are 0, and
+    boxes reaching past the image are cut at its border. A box with no height or width gives
+    an empty mask. This is the job of the Object Detection API's
+    ``reframe_box_masks_to_image_masks``, with the same sampling.
+    """
+    box_masks = np.asarray(box_masks, dtype=np.float32)
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if box_masks.ndim != 3:
+        raise ValueError(f"Expected box masks of shape (N, h, w), got {box_masks.shape}.")
+    if boxes.shape != (len(box_masks), 4):
+        raise ValueError(f"Expected boxes of shape ({len(box_masks)}, 4) for "
+                         f"{len(box_masks)} masks, got {boxes.shape}.")
+    if not np.isfinite(boxes).all():
+        raise ValueError("Boxes must be finite numbers.")
+    if (boxes[:, 2] < boxes[:, 0]).any() or (boxes[:, 3] < boxes[:, 1]).any():
+        raise ValueError("Boxes must be (ymin, xmin, ymax, xmax) with ymin <= ymax and "
+                         "xmin <= xmax.")
+    if int(height) < 1 or int(width) < 1:
+        raise ValueError(f"The image size must be positive, got {height}x{width}.")
+    out = np.zeros((len(box_masks), int(height), int(width)), np.float32)
+    for i, ((ymin, xmin, ymax, xmax), mask) in enumerate(zip(boxes, box_masks)):
+        if ymax > ymin and xmax > xmin:
+            rows = _interpolation(ymin, ymax, int(height), mask.shape[0])
+            cols = _interpolation(xmin, xmax, int(width), mask.shape[1])
+            out[i] = rows @ mask @ cols.T  # bilinear resizing is separable
+    return out
+
+
+@dataclass
+class Detections:
+    """The kept detections of one image, with full-image boolean masks."""
+
+    boxes: np.ndarray      # (N, 4) float32 ymin, xmin, ymax, xmax in 0..1
+    class_ids: np.ndarray  # (N,) int64 label-map ids
+    scores: np.ndarray     # (N,) float32, highest first
+    masks: np.ndarray      # (N, H, W) bool
+
+    def __len__(self):
+        return len(self.scores)
+
+    def pixel_boxes(self):
+        """Return the boxes in pixels (top, left, bottom, right), rounded to ints."""
+        h, w = self.masks.shape[1:]
+        scale = np.array([h - 1, w - 1, h - 1, w - 1], np.float64)
+        return np.round(self.boxes * scale).astype(np.int64)
+
+    def names(self, label_map=None):
+        """Return each detection's class name."""
+        return [coco.class_name(c, label_map) for c in self.class_ids]
+
+    def table(self, label_map=None):
+        """Return a text table: class, score, box in pixels and mask area of each detection."""
+        h, w = self.masks.shape[1:]
+        lines = [f"{'#':>3}  {'class':16} {'score':>5}  {'box: top, left, bottom, right':>30}"
+                 f"  {'mask area':>18}"]
+        for i, (name, score, box, mask) in enumerate(zip(self.names(label_map), self.scores,
+                                                         self.pixel_boxes(), self.masks)):
+            area = int(mask.sum())
+            lines.append(f"{i + 1:>3}  {name:16} {score:5.2f}  {str(tuple(int(v) for v in box)):>30}"
+                         f"  {area:>9,} px {area / (h * w):6.1%}")
+        if not len(self):
+            lines.append("  (no detection above the score threshold)")
+        return "\n".join(lines)
+
+
+def _numpy_outputs(outputs):
+    missing = [k for k in OUTPUT_KEYS if k not in outputs]
+    if missing:
+        raise ValueError(f"The model's outputs lack {', '.join(missing)} (they have "
+                         f"{', '.join(sorted(outputs))}); is it an instance segmentation model?")
+    arrays = {k: np.asarray(outputs[k]) for k in OUTPUT_KEYS}
+    if len(arrays["num_detections"]) != 1:
+        raise ValueError("Expected the outputs of one image (batch size 1), got "
+                         f"{len(arrays['num_detections'])}.")
+    return arrays
+
+
+def filter_detections(outputs, image_size, score_threshold=0.5, mask_threshold=0.6):
+    """Keep detections scoring at least ``score_threshold`` and make their full-image masks.
+
+    ``outputs`` is the model's dict for one image and ``image_size`` the image's (H, W). A
+    pixel belongs to an instance where its reframed mask value exceeds ``mask_threshold``.
+    """
+    for name, value in (("score_threshold", score_threshold), ("mask_threshold", mask_threshold)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name} must be between 0 and 1, got {value}.")
+    height, width = (int(v) for v in image_size)
+    arrays = _numpy_outputs(outputs)
+    count = int(arrays["num_detections"][0])
+    scores = arrays["detection_scores"][0, :count].astype(np.float32)
+    keep = np.nonzero(scores >= score_threshold)[0]
+    keep = keep[np.argsort(-scores[keep], kind="stable")]
+    boxes = arrays["detection_boxes"][0, keep].astype(np.float32)
+    box_masks = arrays["detection_masks"][0, keep]
+    # One detection at a time: full-size float masks of a big photo take a lot of memory.
+    masks = np.zeros((len(keep), height, width), bool)
+    for i in range(len(keep)):
+        full = reframe_box_masks(box_masks[i:i + 1], boxes[i:i + 1], height, width)[0]
+        masks[i] = full > mask_threshold
+    class_ids = np.array([coco.class_id(c) for c in arrays["detection_classes"][0, keep]], np.int64)
+    return Detections(boxes=boxes, class_ids=class_ids, scores=scores[keep], masks=masks)
+
+
+def detect(model, image):
+    """Run a detection model on one uint8 image (1, H, W, 3); return its outputs as numpy."""
+    import tensorflow as tf
+
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 4 or image.shape[0] != 1 or image.shape[-1] != 3:
+        raise ValueError(f"The model takes one uint8 RGB image of shape (1, H, W, 3), got "
+                         f"{image.dtype} {image.shape}; use load_image.")
+    return {key: value.numpy() for key, value in model(tf.constant(image)).items()}
+
+
+def instance_colours(n):
+    """Return n distinct RGB uint8 colours, one per detected instance."""
+    return viz.palette(max(n, 1))[:n]
+
+
+def annotate(image, detections, alpha=0.5, thickness=None):
+    """Return a uint8 copy of the image with coloured, semi-transparent masks and box outlines."""
+    image = np.asarray(image)
+    if image.ndim == 4 and image.shape[0] == 1:
+        image = image[0]
+    image = viz.to_uint8(image)
+    if image.shape[:2] != detections.masks.shape[1:]:
+        raise ValueError(f"The image {image.shape[:2]} and the masks {detections.masks.shape[1:]} "
+                         "differ in size.")
+    height, width = image.shape[:2]
+    thickness = thickness or max(1, round(min(height, width) / 250))
+    out = image.astype(np.float32)
+    colours = instance_colours(len(detections)).astype(np.float32)
+    for mask, colour in zip(detections.masks, colours):
+        out[mask] = (1 - alpha) * out[mask] + alpha * colour
+    for (top, left, bottom, right), colour in zip(detections.pixel_boxes(), colours):
+        top, bottom = np.clip([top, bottom], 0, height - 1)
+        left, right = np.clip([left, right], 0, width - 1)
+        t = thickness
+        out[top:min(top + t, bottom + 1), left:right + 1] = colour
+        out[max(bottom - t + 1, top):bottom + 1, left:right + 1] = colour
+        out[top:bottom + 1, left:min(left + t, right + 1)] = colour
+        out[top:bottom + 1, max(right - t + 1, left):right + 1] = colour
+    return np.round(out).astype(np.uint8)
+
+
+def show_detections(image, detections, label_map=None, ax=None, title=None, alpha=0.5):
+    """Draw the annotated image with each detection's class name and score; return the axes."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 7))
+    ax.imshow(annotate(image, detections, alpha))
+    colours = instance_colours(len(detections)) / 255.0
+    for name, score, (top, left, _, _), colour in zip(detections.names(label_map),
+                                                      detections.scores,
+                                                      detections.pixel_boxes(), colours):
+        ax.text(left, top, f"{name} {score:.0%}", fontsize=9, color="white", va="bottom",
+                bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "edgecolor": "none"})
+    ax.set_title(title or f"{len(detections)} detection(s)")
+    ax.axis("off")
+    return ax
+
+
+def iou_matrix(masks_a, masks_b):
+    """Return the IoU of every pair of boolean instance masks, an (N_a, N_b) array."""
+    ious = np.zeros((len(masks_a), len(masks_b)))
+    for i, a in enumerate(masks_a):
+        for j, b in enumerate(masks_b):
+            # The course's one IoU formula, on the "instance" class of a two-class map.
+            cm = metrics.confusion_matrix(np.asarray(a, np.uint8), np.asarray(b, np.uint8), 2)
+            ious[i, j] = np.nan_to_num(metrics.iou_per_class(cm)[1])
+    return ious
+
+
+def match_instances(predicted_masks, true_masks, min_iou=0.5):
+    """Pair predicted and true instances one to one, best IoU first.
+
+    Return ``(pairs, ious)``: ``pairs[k]`` is the predicted index matched to true instance
+    ``k`` (or -1 when none overlaps it by at least ``min_iou``), ``ious[k]`` that IoU.
+    """
+    ious = iou_matrix(predicted_masks, true_masks)
+    pairs = np.full(len(true_masks), -1)
+    best = np.zeros(len(true_masks))
+    for flat in np.argsort(-ious, axis=None, kind="stable"):
+        p, t = np.unravel_index(flat, ious.shape)
+        if ious[p, t] < min_iou:
+            break
+        if pairs[t] < 0 and p not in pairs:
+            pairs[t], best[t] = p, ious[p, t]
+    return pairs, best
+
+
+def detection_browser(model, images, label_map=None, score_threshold=0.5, mask_threshold=0.6):
+    """Return widgets to pick an image and the score and mask thresholds, and see the result."""
+    import io
+
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    slider = dict(min=0.0, max=1.0, step=0.05, continuous_update=False)
+    name = widgets.Dropdown(options=list(images), description="image")
+    score = widgets.FloatSlider(value=score_threshold, description="min score", **slider)
+    mask = widgets.FloatSlider(value=mask_threshold, description="mask >", **slider)
+    # The picture goes into an Image widget, not through plt.show() inside an Output
+    # widget: headless runs (nbclient, papermill) were seen to hang on large images there.
+    picture = widgets.Image(format="png")
+    table = widgets.Output()
+    outputs = {}  # the model runs once per image; moving a slider only re-filters
+
+    def update(_=None):
+        image = images[name.value]
+        if name.value not in outputs:
+            outputs[name.value] = detect(model, image)
+        found = filter_detections(outputs[name.value], image.shape[1:3], score.value, mask.value)
+        fig, ax = plt.subplots(figsize=(10, 7))
+        show_detections(image, found, label_map, ax=ax, title=name.value)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", bbox_inches="tight")
+        plt.close(fig)
+        picture.value = buffer.getvalue()
+        with table:
+            table.clear_output(wait=True)
+            print(found.table(label_map))
+
+    for control in (name, score, mask):
+        control.observe(update, "value")
+    update()
+    return widgets.VBox([widgets.HBox([name, score, mask]), picture, table])
