@@ -111,13 +111,7 @@ def _fetch_image(url, timeout):
     fd, part = tempfile.mkstemp(prefix=".part-", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out:
-            try:
-                download._download_to(url, out, f"image {target.name}", timeout)
-            except Exception as e:
-                reason = getattr(e, "reason", None) or e
-                if getattr(e, "code", None):
-                    reason = f"HTTP {e.code} {e.reason}"
-                raise download._failure(f"the image {url}", url, reason, target, None) from e
+            download.download_to(url, out, f"the image {url}", target, timeout=timeout)
         _decode(Path(part), url)  # a web page or a truncated file is never cached
         os.replace(part, target)
     finally:

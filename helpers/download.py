@@ -68,6 +68,17 @@ def _download_to(url, out_file, what, timeout):
         raise DataError(f"the transfer stopped after {received} of {total} bytes")
 
 
+def download_to(url, out_file, what, cache_path, mirror_var=None, timeout=60):
+    """Stream ``url`` into ``out_file``; raise a DataError saying what to do if the transfer fails."""
+    try:
+        _download_to(url, out_file, what, timeout)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, DataError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        if isinstance(e, urllib.error.HTTPError):
+            reason = f"HTTP {e.code} {e.reason}"
+        raise _failure(what, url, reason, cache_path, mirror_var) from e
+
+
 def _check_member(info):
     """Reject archive members that could write outside the target folder."""
     name = info.filename.replace("\\", "/")
@@ -152,14 +163,8 @@ def fetch_archive(url, name, *, sha256=None, check_tree=None, what=None, mirror_
                     "Delete it and run again to download it afresh.")
         else:
             source = staging / archive.name
-            try:
-                with open(source, "wb") as out:
-                    _download_to(url, out, what, timeout)
-            except (urllib.error.URLError, http.client.HTTPException, OSError, DataError, ValueError) as e:
-                reason = getattr(e, "reason", None) or e
-                if isinstance(e, urllib.error.HTTPError):
-                    reason = f"HTTP {e.code} {e.reason}"
-                raise _failure(what, url, reason, archive, mirror_var) from e
+            with open(source, "wb") as out:
+                download_to(url, out, what, archive, mirror_var, timeout)
             digest = sha256_file(source)
             if sha256 and digest != sha256:
                 raise DataError(
