@@ -131,6 +131,7 @@ class Report:
     iou: dict = field(default_factory=dict)
     dice: dict = field(default_factory=dict)
     message: str = ""
+    test_split: str = ""  # which data it was graded on
 
     def text(self):
         """Return the report as lines a person reads."""
@@ -141,7 +142,7 @@ class Report:
         lines.append(f"{'digit':<6} {'IoU':>6} {'Dice':>6}")
         for digit in DIGITS:
             lines.append(f"{digit:<6} {self.iou[str(digit)]:6.3f} {self.dice[str(digit)]:6.3f}")
-        lines.append(f"Grade: {self.grade:.1f} (10 x the sum of the digit IoUs; pass above "
+        lines.append(f"Grade: {self.grade:.2f} (10 x the sum of the digit IoUs; pass above "
                      f"{self.pass_mark:.0f}): {self.status.upper()}")
         return "\n".join(lines)
 
@@ -227,11 +228,15 @@ def main(argv=None):
     if not files:
         print(f"No submissions in {target}.")
         return 2
-    print(f"Grading on the {'quick-mode (generated)' if quick else 'real'} M2NIST test split.")
     test_data = fixed_test_split(quick=quick)
+    source = ("generated, quick mode" if quick
+              else f"from {config.mirror_url('m2nist') or m2nist.M2NIST_URL}")
+    split = f"M2NIST test split ({source}; {len(test_data[0])} images)"
+    print(f"Grading on the {split}.")
 
     if not target.is_dir():
         report = grade_file(target, test_data)
+        report.test_split = split
         print(report.text())
         out = Path(args.json) if args.json else target.with_name(target.name + ".grade.json")
         try:
@@ -244,6 +249,7 @@ def main(argv=None):
     reports = []
     for path in files:
         report = grade_file(path, test_data, name=str(path.relative_to(target)))
+        report.test_split = split
         reports.append(report)
         shown = f"{report.grade:6.1f}" if report.grade is not None else "     -"
         print(f"{report.submission:<40} {report.status.upper():<8}{shown}  {report.message}")

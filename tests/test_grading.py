@@ -119,6 +119,7 @@ def test_a_good_model_passes_with_exit_0_and_a_json_verdict(good_model):
     assert "PASS" in done.stdout
     verdict = json.loads(path.with_name("good.keras.grade.json").read_text())
     assert verdict["status"] == "pass"
+    assert verdict["test_split"] == "M2NIST test split (generated, quick mode; 48 images)"
     assert verdict["grade"] == pytest.approx(value, abs=0.01)
     assert verdict["grade"] == pytest.approx(10 * sum(verdict["iou"].values()), abs=0.01)
     assert all(0 < verdict["dice"][d] <= 1 for d in verdict["dice"])
