@@ -12,12 +12,15 @@ split with the course's IoU (``helpers.metrics``): grade = 10 x the sum of the t
 IoUs, and the pass mark is 60.
 
 Exit codes for one submission: 0 pass, 1 fail, 2 invalid submission. For a folder: 0
-once every file has a verdict (they are in the CSV), 2 if the folder holds no files.
+once every file has a verdict (they are in the CSV), 2 if the folder holds no files; each
+file is graded in a child process with a time limit, so one that crashes or hangs the
+grader costs only its own verdict. Either way, 3 when the test data cannot be had.
 Taught in notebook 4.
 """
 
 import argparse
 import csv
+import io
 import json
 import os
 import sys
@@ -28,12 +31,16 @@ from pathlib import Path
 import numpy as np
 
 from helpers import config, m2nist, metrics
+from helpers.download import DataError
 
 PASS_MARK = 60.0
 DIGITS = tuple(range(10))
 INPUT_SHAPE = (*m2nist.IMAGE_SHAPE, 1)
 OUTPUT_SHAPE = (*m2nist.IMAGE_SHAPE, m2nist.N_CLASSES)
 EXIT = {"pass": 0, "fail": 1, "invalid": 2}
+EXIT_NO_DATA = 3  # the test data could not be had: nobody's fault but the grader's set-up
+MAX_CONFIG_BYTES = 16 << 20  # a course model's config.json is tens of kilobytes
+TIMEOUT = 600  # seconds one submission may take in folder mode
 _OUR_FILES = {"grades.csv", "grades.json"}
 
 
@@ -51,23 +58,29 @@ def passed(grade_value):
     return grade_value > PASS_MARK
 
 
-def _scan_config(node, problems):
+def _scan_config(node, problems, top=True):
     """Collect serialized code and non-Keras classes anywhere in a model configuration."""
     if isinstance(node, dict):
         class_name = node.get("class_name")
         if class_name in ("__lambda__", "__python_function__"):
             problems.add("serialized Python code (a lambda or function)")
-        elif class_name == "Lambda":
-            problems.add("a Lambda layer")
+        elif class_name in ("Lambda", "TFSMLayer"):
+            problems.add(f"a {class_name} layer")
         module = node.get("module")
-        if isinstance(module, str) and class_name and not (module == "keras" or module.startswith("keras.")):
+        if "module" in node and class_name and not (
+                isinstance(module, str) and (module == "keras" or module.startswith("keras."))):
             problems.add(f"the class {class_name} from module {module}")
+        registered = node.get("registered_name")
+        if isinstance(registered, str) and registered != class_name:
+            problems.add(f"the registered custom object {registered}")
         for key, value in node.items():
-            if key != "compile_config":  # loaded with compile=False: the loss is never built
-                _scan_config(value, problems)
+            # Loaded with compile=False, Keras skips the model's own compile_config, but it
+            # still compiles nested models from theirs: scan those.
+            if not (top and key == "compile_config"):
+                _scan_config(value, problems, top=False)
     elif isinstance(node, list):
         for value in node:
-            _scan_config(value, problems)
+            _scan_config(value, problems, top=False)
 
 
 def load_submission(path):
@@ -80,12 +93,17 @@ def load_submission(path):
                                 "model.save('model.keras')")
     try:
         with zipfile.ZipFile(path) as zf:
+            if zf.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
+                raise InvalidSubmission(f"{path.name} has a model configuration over "
+                                        f"{MAX_CONFIG_BYTES >> 20} MB; that is not a course model")
             configuration = json.loads(zf.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
+        if not isinstance(configuration, dict):
+            raise ValueError("config.json does not describe a model")
+        problems = set()
+        _scan_config(configuration, problems)
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, RecursionError) as e:
         raise InvalidSubmission(f"{path.name} is not a readable .keras archive (corrupt or "
-                                f"truncated?): {e}") from e
-    problems = set()
-    _scan_config(configuration, problems)
+                                f"truncated?): {type(e).__name__}: {str(e)[:200]}") from e
     if problems:
         raise InvalidSubmission(
             f"{path.name} contains {', '.join(sorted(problems))}. Submissions may use built-in "
@@ -96,7 +114,7 @@ def load_submission(path):
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises many types; all mean "cannot load it safely"
-        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        reason = " ".join(str(e).split())[:400] or type(e).__name__
         raise InvalidSubmission(f"{path.name} cannot be loaded safely: {reason}") from e
     check_model_shapes(model)
     return model
@@ -106,16 +124,21 @@ def _shape(tensor):
     return tuple(None if d is None else int(d) for d in tensor.shape)
 
 
+def _fits(got, want):
+    return len(got) == len(want) and all(g is None or g == w for g, w in zip(got, want))
+
+
 def check_model_shapes(model):
     """Raise InvalidSubmission unless the model maps (64, 84, 1) images to (64, 84, 11) scores."""
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise InvalidSubmission(f"the model has {len(model.inputs)} inputs and "
                                 f"{len(model.outputs)} outputs; it must have one of each")
     got_in, got_out = _shape(model.inputs[0])[1:], _shape(model.outputs[0])[1:]
-    if got_in != INPUT_SHAPE:
+    # None (any size) is fine where the course's size fits: a fully convolutional model.
+    if not _fits(got_in, INPUT_SHAPE):
         raise InvalidSubmission(f"the model's input shape is {got_in}; it must be {INPUT_SHAPE} "
                                 "(64 x 84 grayscale images with a channel axis)")
-    if got_out != OUTPUT_SHAPE:
+    if not _fits(got_out, OUTPUT_SHAPE):
         raise InvalidSubmission(f"the model's output shape is {got_out}; it must be {OUTPUT_SHAPE} "
                                 "(one score per class - 10 digits and background - per pixel)")
 
@@ -154,8 +177,11 @@ def fixed_test_split(quick=None, url=None, root=None):
 
 def score_model(model, images, labels, batch_size=50):
     """Score a model's predictions on uint8 images against label maps; return ``metrics.Scores``."""
-    predicted = np.argmax(model.predict(m2nist.scale_images(images), batch_size=batch_size,
-                                        verbose=0), axis=-1)
+    scores = model.predict(m2nist.scale_images(images), batch_size=batch_size, verbose=0)
+    if scores.shape[1:] != OUTPUT_SHAPE:
+        raise InvalidSubmission(f"on the test images the model's output shape is "
+                                f"{scores.shape[1:]}; it must be {OUTPUT_SHAPE}")
+    predicted = np.argmax(scores, axis=-1)
     return metrics.segmentation_scores(np.asarray(labels), predicted, m2nist.N_CLASSES)
 
 
@@ -193,14 +219,52 @@ def write_csv(reports, path):
     """Write one row per report: status, grade, the ten IoUs and Dice scores, the message."""
     columns = (["submission", "status", "grade"] + [f"iou_{d}" for d in DIGITS]
                + [f"dice_{d}" for d in DIGITS] + ["message"])
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for r in reports:
-            writer.writerow([r.submission, r.status, "" if r.grade is None else f"{r.grade:.2f}"]
-                            + [f"{r.iou[str(d)]:.4f}" if r.iou else "" for d in DIGITS]
-                            + [f"{r.dice[str(d)]:.4f}" if r.dice else "" for d in DIGITS]
-                            + [r.message])
+    rows = io.StringIO(newline="")
+    writer = csv.writer(rows)
+    writer.writerow(columns)
+    for r in reports:
+        writer.writerow([r.submission, r.status, "" if r.grade is None else f"{r.grade:.2f}"]
+                        + [f"{r.iou[str(d)]:.4f}" if r.iou else "" for d in DIGITS]
+                        + [f"{r.dice[str(d)]:.4f}" if r.dice else "" for d in DIGITS]
+                        + [r.message])
+    return _write(path, rows.getvalue())
+
+
+def grade_isolated(path, name, quick, timeout=TIMEOUT):
+    """Grade one file in a child process, so a submission that crashes or hangs costs only its own verdict."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="grading-") as scratch:
+        out = Path(scratch) / "verdict.json"
+        command = [sys.executable, "-m", "helpers.grading", str(path), "--json", str(out),
+                   "--quick" if quick else "--full"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(config.PACKAGE_DIR.parent), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            return Report(name, "invalid", message=f"grading took longer than {timeout} s")
+        if done.returncode == EXIT_NO_DATA:
+            raise DataError(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else
+                            "the test data could not be loaded")
+        try:
+            verdict = json.loads(out.read_text())
+        except (OSError, ValueError):
+            tail = " ".join((done.stderr or done.stdout).split())[-300:]
+            return Report(name, "invalid", message=f"the grader's process died on this file "
+                                                   f"(exit code {done.returncode}): {tail}")
+    verdict["submission"] = name
+    return Report(**verdict)
+
+
+def _write(path, text):
+    try:
+        Path(path).write_text(text)
+        return True
+    except OSError as e:  # e.g. a read-only folder: the verdicts printed above still stand
+        print(f"Could not write {path} ({e}); choose another place with --json / --csv")
+        return False
 
 
 def main(argv=None):
@@ -212,6 +276,8 @@ def main(argv=None):
                                        "model as MODEL.grade.json, or FOLDER/grades.json)")
     parser.add_argument("--csv", help="for a folder: where to write the table "
                                       "(default: FOLDER/grades.csv)")
+    parser.add_argument("--timeout", type=int, default=TIMEOUT,
+                        help=f"for a folder: seconds one submission may take (default {TIMEOUT})")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="quick", action="store_const", const=True,
                       help="grade on the generated quick-mode data (default: COURSE_QUICK)")
@@ -228,10 +294,15 @@ def main(argv=None):
     if not files:
         print(f"No submissions in {target}.")
         return 2
-    test_data = fixed_test_split(quick=quick)
-    source = ("generated, quick mode" if quick
-              else f"from {config.mirror_url('m2nist') or m2nist.M2NIST_URL}")
-    split = f"M2NIST test split ({source}; {len(test_data[0])} images)"
+    try:
+        test_data = fixed_test_split(quick=quick)
+    except DataError as e:
+        print(f"Cannot grade: the test data is not available.\n{e}")
+        return EXIT_NO_DATA
+    mirror = config.mirror_url("m2nist")
+    source = (f"from {mirror}" if mirror else "generated" if quick else f"from {m2nist.M2NIST_URL}")
+    split = (f"M2NIST test split ({source}{', quick mode' if quick else ''}; "
+             f"{len(test_data[0])} images)")
     print(f"Grading on the {split}.")
 
     if not target.is_dir():
@@ -239,24 +310,26 @@ def main(argv=None):
         report.test_split = split
         print(report.text())
         out = Path(args.json) if args.json else target.with_name(target.name + ".grade.json")
-        try:
-            out.write_text(json.dumps(asdict(report), indent=1) + "\n")
+        if _write(out, json.dumps(asdict(report), indent=1) + "\n"):
             print(f"Verdict written to {out}")
-        except OSError as e:  # e.g. a read-only folder: the verdict above still stands
-            print(f"Could not write the verdict to {out} ({e}); use --json PATH")
         return EXIT[report.status]
 
+    csv_path = Path(args.csv) if args.csv else target / "grades.csv"
+    json_path = Path(args.json) if args.json else target / "grades.json"
     reports = []
     for path in files:
-        report = grade_file(path, test_data, name=str(path.relative_to(target)))
+        try:
+            report = grade_isolated(path, str(path.relative_to(target)), quick, args.timeout)
+        except DataError as e:
+            print(f"Cannot grade: the test data is not available.\n{e}")
+            return EXIT_NO_DATA
         report.test_split = split
         reports.append(report)
         shown = f"{report.grade:6.1f}" if report.grade is not None else "     -"
         print(f"{report.submission:<40} {report.status.upper():<8}{shown}  {report.message}")
-    csv_path = Path(args.csv) if args.csv else target / "grades.csv"
-    json_path = Path(args.json) if args.json else target / "grades.json"
-    write_csv(reports, csv_path)
-    json_path.write_text(json.dumps([asdict(r) for r in reports], indent=1) + "\n")
+        # Written after every submission: an interrupted run keeps the verdicts so far.
+        write_csv(reports, csv_path)
+    _write(json_path, json.dumps([asdict(r) for r in reports], indent=1) + "\n")
     counts = {s: sum(r.status == s for r in reports) for s in EXIT}
     print(f"{len(reports)} submissions: {counts['pass']} pass, {counts['fail']} fail, "
           f"{counts['invalid']} invalid. Table: {csv_path}; JSON: {json_path}")

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -119,7 +120,8 @@ def test_a_good_model_passes_with_exit_0_and_a_json_verdict(good_model):
     assert "PASS" in done.stdout
     verdict = json.loads(path.with_name("good.keras.grade.json").read_text())
     assert verdict["status"] == "pass"
-    assert verdict["test_split"] == "M2NIST test split (generated, quick mode; 48 images)"
+    mirror = os.environ["COURSE_M2NIST_URL"]  # the test session's loopback server
+    assert verdict["test_split"] == f"M2NIST test split (from {mirror}, quick mode; 48 images)"
     assert verdict["grade"] == pytest.approx(value, abs=0.01)
     assert verdict["grade"] == pytest.approx(10 * sum(verdict["iou"].values()), abs=0.01)
     assert all(0 < verdict["dice"][d] <= 1 for d in verdict["dice"])
@@ -228,3 +230,86 @@ def test_a_folder_is_graded_into_a_csv_with_one_row_per_submission(
 
 def test_an_empty_folder_is_exit_2(tmp_path):
     assert grading.main([str(tmp_path)]) == 2
+
+
+def test_without_test_data_the_grader_exits_3_not_fail(untrained_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_M2NIST_URL", (tmp_path / "missing" / "m2nist.zip").as_uri())
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "empty-cache"))
+    assert grading.main([str(untrained_model), "--full"]) == grading.EXIT_NO_DATA
+    assert "test data is not available" in capsys.readouterr().out
+
+
+def rewrite_config(source, target, edit):
+    """Copy a .keras file, letting ``edit(config_dict)`` change its config.json."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as out:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "config.json":
+                configuration = json.loads(data)
+                edit(configuration)
+                data = json.dumps(configuration)
+            out.writestr(info.filename, data)
+    return target
+
+
+def first_layer(configuration, class_name):
+    return next(l for l in configuration["config"]["layers"] if l["class_name"] == class_name)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: first_layer(c, "Conv2D").update(module="os"), "the class Conv2D from module os"),
+    (lambda c: first_layer(c, "Conv2D").update(module=None), "the class Conv2D from module None"),
+    (lambda c: first_layer(c, "Conv2D").update(registered_name="student>Conv2D"),
+     "the registered custom object student>Conv2D"),
+    (lambda c: first_layer(c, "Conv2D")["config"].update(
+        activation={"class_name": "__lambda__", "config": {"code": "", "defaults": None}}),
+     "serialized Python code"),
+])
+def test_the_config_scan_refuses_code_and_foreign_classes(untrained_model, tmp_path, edit, message):
+    path = rewrite_config(untrained_model, tmp_path / "edited.keras", edit)
+    with pytest.raises(grading.InvalidSubmission, match=re.escape(message)):
+        grading.load_submission(path)
+
+
+def test_nested_models_are_scanned_including_their_compile_config():
+    nested = {"class_name": "Functional", "module": "keras.src.models.functional", "config": {
+        "layers": [{"class_name": "Functional", "module": "keras.src.models.functional",
+                    "config": {}, "compile_config": {"loss": {"class_name": "__lambda__"}}}]},
+              "compile_config": {"loss": {"class_name": "__lambda__"}}}
+    problems = set()
+    grading._scan_config(nested, problems)
+    assert problems == {"serialized Python code (a lambda or function)"}
+    problems = set()
+    grading._scan_config({**nested, "config": {"layers": []}}, problems)
+    assert problems == set()  # only the top-level compile_config is skipped (compile=False)
+
+
+def test_non_dict_and_deeply_nested_configs_are_invalid_not_crashes(untrained_model, tmp_path):
+    import zipfile
+
+    for name, text in (("list", "[1, 2]"), ("deep", "[" * 100000 + "]" * 100000)):
+        path = tmp_path / f"{name}.keras"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("config.json", text)
+        with pytest.raises(grading.InvalidSubmission, match="not a readable .keras archive"):
+            grading.load_submission(path)
+
+
+def test_a_fully_convolutional_model_with_open_sizes_is_graded(tmp_path):
+    inputs = keras.Input((None, None, 1))
+    keras.Model(inputs, layers.Conv2D(11, 3, padding="same", activation="softmax")(inputs)).save(
+        tmp_path / "open.keras")
+    assert grading.main([str(tmp_path / "open.keras"), "--json", str(tmp_path / "v.json")]) == 1
+    assert json.loads((tmp_path / "v.json").read_text())["status"] == "fail"
+
+
+def test_a_submission_that_takes_too_long_gets_a_verdict_not_a_hang(untrained_model, tmp_path):
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    (folder / "slow.keras").write_bytes(untrained_model.read_bytes())
+    assert grading.main([str(folder), "--timeout", "1"]) == 0
+    with open(folder / "grades.csv") as f:
+        row = next(csv.DictReader(f))
+    assert row["status"] == "invalid" and "longer than 1 s" in row["message"]
