@@ -137,14 +137,19 @@ def fetch_archive(url, name, *, sha256=None, check_tree=None, what=None, mirror_
     ``sha256`` pins the archive's hash when it is known. Without it the archive is
     validated by ``check_tree(extracted_folder)`` (folders, counts, shapes, label
     ranges), and its hash is recorded beside the cached archive so that later runs
-    detect a changed file.
+    detect a changed file. The cache remembers which URL it came from: asking for ``name``
+    from another URL (a different mirror) fetches that one, and replaces the cached copy
+    only once the new one has passed every check.
     """
     what = what or name
     root = Path(root) if root is not None else config.data_dir()
     target = root / name
     marker = target / ".complete"
     if marker.is_file():
-        return target
+        cached_from = _recorded(marker, "url")
+        if cached_from in (None, url):
+            return target
+        print(f"The cached {what} came from {cached_from}; fetching it from {url}.")
 
     downloads = root / "downloads" / name
     downloads.mkdir(parents=True, exist_ok=True)
@@ -152,10 +157,10 @@ def fetch_archive(url, name, *, sha256=None, check_tree=None, what=None, mirror_
     record = _record_path(archive)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     try:
-        if archive.is_file():
+        if archive.is_file() and _recorded(record, "url") in (None, url):
             source = archive
             digest = sha256_file(archive)
-            expected = sha256 or _recorded_hash(record)
+            expected = sha256 or _recorded(record, "sha256")
             if expected and digest != expected:
                 raise DataError(
                     f"The cached archive {archive} does not match its recorded SHA-256 "
@@ -179,7 +184,7 @@ def fetch_archive(url, name, *, sha256=None, check_tree=None, what=None, mirror_
         if target.exists():
             shutil.rmtree(target)  # an earlier extraction that never completed
         os.replace(staging / "tree", target)
-        marker.write_text(digest + "\n")
+        marker.write_text(json.dumps({"url": url, "sha256": digest}, indent=1) + "\n")
         return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -190,16 +195,21 @@ def generated_archive(root, name, write):
     path = Path(root) / "generated" / name
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".part")
-        write(partial)
-        partial.replace(path)  # only a complete archive gets the real name
+        fd, partial = tempfile.mkstemp(prefix=f".{name}-", dir=path.parent)
+        os.close(fd)
+        try:
+            write(Path(partial))
+            os.replace(partial, path)  # only a complete archive gets the real name
+        finally:
+            Path(partial).unlink(missing_ok=True)
     return path
 
 
-def _recorded_hash(record):
+def _recorded(path, key):
+    """Return ``key`` from a JSON record (a cached archive's, or a ``.complete`` marker), or None."""
     try:
-        return json.loads(record.read_text())["sha256"]
-    except (OSError, ValueError, KeyError):
+        return json.loads(path.read_text())[key]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 

@@ -8,7 +8,7 @@ import zipfile
 import pytest
 from zip_tools import rewrite_zip
 
-from helpers import datasets, download
+from helpers import datasets, download, synthetic
 
 
 def fetch(url, root, **kwargs):
@@ -200,3 +200,38 @@ def test_incomplete_extraction_is_redone(http_dir, small_camvid_zip, tmp_path):
 def test_file_urls_work_like_downloads(small_camvid_zip, tmp_path):
     target = fetch(small_camvid_zip.as_uri(), tmp_path / "cache")
     assert len(datasets.camvid_pairs(target, "test")) == 2
+
+
+def test_a_different_url_replaces_the_cache_only_after_it_validates(http_dir, small_camvid_zip, tmp_path):
+    folder, base = http_dir
+    (folder / "one").mkdir()
+    (folder / "two").mkdir()
+    (folder / "one" / "a.zip").write_bytes(small_camvid_zip.read_bytes())
+    other = synthetic.write_camvid_archive(tmp_path / "other.zip", seed=9, n_train=4, n_test=2,
+                                           height=32, width=48)
+    (folder / "two" / "a.zip").write_bytes(other.read_bytes())
+    root = tmp_path / "cache"
+    fetch(f"{base}/one/a.zip", root)
+    assert len(datasets.camvid_pairs(root / "camvid-test", "train")) == 3
+    # Another mirror: fetched, validated, and only then swapped in (same file name, new data).
+    target = fetch(f"{base}/two/a.zip", root)
+    assert len(datasets.camvid_pairs(target, "train")) == 4
+    assert json.loads((target / ".complete").read_text())["url"] == f"{base}/two/a.zip"
+    # A broken mirror leaves the good cache alone.
+    (folder / "one" / "a.zip").write_bytes(b"not a zip")
+    (root / "downloads/camvid-test/a.zip").unlink()
+    with pytest.raises(download.DataError):
+        fetch(f"{base}/one/a.zip", root)
+    assert len(datasets.camvid_pairs(target, "train")) == 4
+
+
+def test_generated_archives_leave_nothing_when_the_writer_fails(tmp_path):
+    def broken_writer(path):
+        path.write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        download.generated_archive(tmp_path, "x.zip", broken_writer)
+    assert list((tmp_path / "generated").iterdir()) == []
+    path = download.generated_archive(tmp_path, "x.zip", lambda p: p.write_bytes(b"ok"))
+    assert path.read_bytes() == b"ok" and list((tmp_path / "generated").iterdir()) == [path]
