@@ -24,7 +24,10 @@ def _run(number, title, check):
     try:
         problems = check()
     except Exception as e:  # the learner's code failed: say where, do not crash the notebook
-        frame = traceback.extract_tb(e.__traceback__)[-1]
+        frames = traceback.extract_tb(e.__traceback__)
+        # The deepest frame of the learner's own code, not of Keras or of this module.
+        own = [f for f in frames if f.filename != __file__ and "site-packages" not in f.filename]
+        frame = (own or frames)[-1]
         problems = [f"your code raised {type(e).__name__}: {e} (line {frame.lineno}: "
                     f"{(frame.line or '').strip()})"]
     if problems:
@@ -53,50 +56,60 @@ def _shape(tensor):
     return tuple(tensor.shape[1:])
 
 
-def check_conv_block(conv_block):
-    """Check exercise 1: two Conv2D + LeakyReLU, then MaxPooling2D and BatchNormalization."""
+def _block_problems(conv_block, filters, kernel_size, pool):
+    """Return what is wrong with one call of the learner's conv_block."""
     import keras
 
+    inputs = keras.Input((64, 96, 1))
+    out = conv_block(inputs, filters, kernel_size=kernel_size, pool_size=pool, pool_strides=pool)
+    if out is None:
+        return ["conv_block returned None: replace each None between the markers with a layer "
+                "applied to x"]
+    if not _is_tensor(out):
+        return [f"conv_block returned a {type(out).__name__}; it must return the tensor x"]
+    found = _layers(inputs, out)
+    names = [type(layer).__name__ for layer in found]
+    if tuple(names) != BLOCK_LAYERS:
+        for i, (want, got) in enumerate(zip(BLOCK_LAYERS, names + [None] * 6)):
+            if want != got:
+                where = f"found {got}" if got else "the block ends there"
+                return [f"layer {i + 1} of the block should be {want}, {where} "
+                        f"(expected order: {', '.join(BLOCK_LAYERS)})"]
+        return [f"the block has {len(names)} layers, expected {len(BLOCK_LAYERS)}: "
+                f"{', '.join(BLOCK_LAYERS)}"]
+    issues = []
+    for i in (0, 2):
+        conv = found[i]
+        if conv.filters != filters:
+            issues.append(f"Conv2D {i // 2 + 1} has {conv.filters} filters when filters={filters}; "
+                          "use the `filters` argument")
+        if tuple(conv.kernel_size) != (kernel_size, kernel_size):
+            issues.append(f"Conv2D {i // 2 + 1} has kernel_size {conv.kernel_size} when "
+                          f"kernel_size={kernel_size}; use the `kernel_size` argument")
+        if conv.padding != "same":
+            issues.append(f"Conv2D {i // 2 + 1} has padding='{conv.padding}'; use "
+                          "padding='same' so only the pooling changes the size")
+    pooling, norm = found[4], found[5]
+    if tuple(pooling.pool_size) != (pool, pool) or tuple(pooling.strides) != (pool, pool):
+        issues.append(f"MaxPooling2D has pool_size {pooling.pool_size} and strides "
+                      f"{pooling.strides} when pool_size={pool} and pool_strides={pool}; use the "
+                      "`pool_size` and `pool_strides` arguments")
+    if abs(norm.momentum - BN_MOMENTUM) > 1e-6:
+        issues.append(f"BatchNormalization has momentum {norm.momentum}; use "
+                      f"momentum={BN_MOMENTUM} (see the note above the exercise)")
+    expected = (64 // pool, 96 // pool, filters)
+    if not issues and _shape(out) != expected:
+        issues.append(f"a 64x96x1 input gives {_shape(out)}, expected {expected}")
+    return issues
+
+
+def check_conv_block(conv_block):
+    """Check exercise 1: two Conv2D + LeakyReLU, then MaxPooling2D and BatchNormalization."""
+
     def problems():
-        inputs = keras.Input((64, 96, 1))
-        out = conv_block(inputs, 8, kernel_size=3, pool_size=2, pool_strides=2)
-        if out is None:
-            return ["conv_block returned None: replace each None between the markers with a layer "
-                    "applied to x"]
-        if not _is_tensor(out):
-            return [f"conv_block returned a {type(out).__name__}; it must return the tensor x"]
-        found = _layers(inputs, out)
-        names = [type(layer).__name__ for layer in found]
-        if tuple(names) != BLOCK_LAYERS:
-            for i, (want, got) in enumerate(zip(BLOCK_LAYERS, names + [None] * 6)):
-                if want != got:
-                    where = f"found {got}" if got else "the block ends there"
-                    return [f"layer {i + 1} of the block should be {want}, {where} "
-                            f"(expected order: {', '.join(BLOCK_LAYERS)})"]
-            return [f"the block has {len(names)} layers, expected {len(BLOCK_LAYERS)}: "
-                    f"{', '.join(BLOCK_LAYERS)}"]
-        issues = []
-        for i in (0, 2):
-            conv = found[i]
-            if conv.filters != 8:
-                issues.append(f"Conv2D {i // 2 + 1} has {conv.filters} filters; use the "
-                              "`filters` argument")
-            if tuple(conv.kernel_size) != (3, 3):
-                issues.append(f"Conv2D {i // 2 + 1} has kernel_size {conv.kernel_size}; use the "
-                              "`kernel_size` argument")
-            if conv.padding != "same":
-                issues.append(f"Conv2D {i // 2 + 1} has padding='{conv.padding}'; use "
-                              "padding='same' so only the pooling changes the size")
-        pool, norm = found[4], found[5]
-        if tuple(pool.pool_size) != (2, 2) or tuple(pool.strides) != (2, 2):
-            issues.append(f"MaxPooling2D has pool_size {pool.pool_size} and strides "
-                          f"{pool.strides}; use the `pool_size` and `pool_strides` arguments")
-        if abs(norm.momentum - BN_MOMENTUM) > 1e-6:
-            issues.append(f"BatchNormalization has momentum {norm.momentum}; use "
-                          f"momentum={BN_MOMENTUM} (see the note above the exercise)")
-        if not issues and _shape(out) != (32, 48, 8):
-            issues.append(f"a 64x96x1 input gives {_shape(out)}, expected (32, 48, 8)")
-        return issues
+        # Two calls with different arguments: a block that hard-codes 3x3 and 2x2 fails one.
+        return (_block_problems(conv_block, 8, kernel_size=3, pool=2)
+                or _block_problems(conv_block, 4, kernel_size=5, pool=3))
 
     _run(1, "conv block", problems)
 

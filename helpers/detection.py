@@ -98,8 +98,10 @@ def explain_load_errors(handle):
 
 def _cached_image_path(url):
     digest = hashlib.sha256(url.encode()).hexdigest()[:12]
-    name = PurePosixPath(urllib.parse.urlsplit(url).path).name or "image"
-    return config.data_dir() / "downloads" / "images" / f"{digest}-{urllib.parse.unquote(name)}"
+    name = urllib.parse.unquote(PurePosixPath(urllib.parse.urlsplit(url).path).name or "image")
+    # An encoded "/" (%2F) must not lead the file out of the cache folder.
+    name = name.replace("/", "_").replace("\\", "_").lstrip(".") or "image"
+    return config.data_dir() / "downloads" / "images" / f"{digest}-{name}"
 
 
 def _fetch_image(url, timeout):

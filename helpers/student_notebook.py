@@ -49,8 +49,14 @@ def blank_exercises(source):
     for start, end in zip(starts, ends):
         inside = [n for n in ast.walk(tree) if isinstance(n, ast.stmt)
                   and start < n.lineno and n.end_lineno < end]
-        outermost = [n for n in inside if not any(o is not n and o.lineno <= n.lineno
-                                                  and n.end_lineno <= o.end_lineno for o in inside)]
+        def span(node):
+            return (node.lineno, node.col_offset), (node.end_lineno, node.end_col_offset)
+
+        outermost = [n for n in inside if not any(
+            o is not n and span(o)[0] <= span(n)[0] and span(n)[1] <= span(o)[1] for o in inside)]
+        lines_used = [n.lineno for n in outermost]
+        if len(set(lines_used)) != len(lines_used):
+            raise ValueError(f"line {start + 1}: put each solution statement on its own line")
         if not outermost:
             raise ValueError(f"no solution code between the markers at line {start}")
         for node in outermost:

@@ -94,6 +94,7 @@ def test_the_generator_blanks_assignments_and_keeps_keyword_names():
     (f"{START}\nfor i in range(3):\n    x = i\n{END}", "assignments or calls"),
     (f"{START}\nx = 1\n", "unbalanced"),
     (f"{START}\n# nothing\n{END}", "no solution code"),
+    (f"{START}\na = 1; b = 2\n{END}", "on its own line"),
 ])
 def test_the_generator_refuses_what_it_cannot_blank(cell, message):
     with pytest.raises(ValueError, match=message):
@@ -146,6 +147,10 @@ def sources():
     ('padding="same"', 'padding="valid"', "Conv2D 1 has padding='valid'"),
     ("MaxPooling2D(pool_size, strides=pool_strides)", "MaxPooling2D(3, strides=pool_strides)", "MaxPooling2D has pool_size (3, 3)"),
     ("Conv2D(filters, kernel_size", "Conv2D(16, kernel_size", "Conv2D 1 has 16 filters"),
+    # Hard-coded values that happen to be the usual ones are caught by the second probe.
+    ("Conv2D(filters, kernel_size", "Conv2D(filters, 3", "kernel_size (3, 3) when kernel_size=5"),
+    ("MaxPooling2D(pool_size, strides=pool_strides)", "MaxPooling2D(2, strides=2)",
+     "when pool_size=3 and pool_strides=3"),
 ])
 def test_conv_block_check_names_the_mistake(sources, old, new, message, capsys):
     broken = variant(sources["conv_block"], old, new)["conv_block"]
@@ -223,6 +228,14 @@ def test_a_check_reports_the_learners_exception_instead_of_raising(capsys):
 
     ok, out = run_check(assignment.check_conv_block, conv_block, capsys=capsys)
     assert not ok and "your code raised TypeError" in out and "layers.Conv2D(filters)(x)" in out
+
+
+def test_a_reported_exception_points_at_the_learners_line_not_into_keras(capsys):
+    def conv_block(x, filters, kernel_size=3, pool_size=2, pool_strides=2):
+        return layers.Conv2D(filters, kernel_size, padding="smae")(x)  # a typo Keras rejects
+
+    ok, out = run_check(assignment.check_conv_block, conv_block, capsys=capsys)
+    assert not ok and 'padding="smae"' in out, out
 
 
 def test_the_student_notebook_runs_and_every_check_says_what_is_missing(tmp_path):

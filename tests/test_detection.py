@@ -181,6 +181,14 @@ def test_load_image_downloads_a_url_once_into_the_cache(http_dir):
     np.testing.assert_array_equal(detection.load_image(url)[0], pixels)
 
 
+def test_an_encoded_slash_in_a_url_cannot_move_the_cached_image():
+    images = config.data_dir() / "downloads" / "images"
+    for url in ("https://example.org/..%2F..%2Fescape.png", "https://example.org/a%5C..%5Cb.png",
+                "https://example.org/"):
+        path = detection._cached_image_path(url)
+        assert path.parent == images and path.resolve().parent == images.resolve(), path
+
+
 def test_load_image_explains_urls_that_fail_and_caches_nothing(http_dir):
     folder, base_url = http_dir
     with pytest.raises(DataError, match="(?s)Could not download.*missing.jpg.*HTTP 404"):
