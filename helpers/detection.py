@@ -384,8 +384,6 @@ def match_instances(predicted_masks, true_masks, min_iou=0.5):
 
 def detection_browser(model, images, label_map=None, score_threshold=0.5, mask_threshold=0.6):
     """Return widgets to pick an image and the score and mask thresholds, and see the result."""
-    import io
-
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
@@ -406,10 +404,7 @@ def detection_browser(model, images, label_map=None, score_threshold=0.5, mask_t
         found = filter_detections(outputs[name.value], image.shape[1:3], score.value, mask.value)
         fig, ax = plt.subplots(figsize=(10, 7))
         show_detections(image, found, label_map, ax=ax, title=name.value)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", bbox_inches="tight")
-        plt.close(fig)
-        picture.value = buffer.getvalue()
+        picture.value = viz.figure_png(fig)
         with table:
             table.clear_output(wait=True)
             print(found.table(label_map))

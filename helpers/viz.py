@@ -68,8 +68,8 @@ def show_legend(class_names, ax=None):
     return ax
 
 
-def show_panels(image, prediction, truth, class_names, title=None):
-    """Show image | prediction | ground truth, titled with this image's mean IoU and Dice."""
+def panels_figure(image, prediction, truth, class_names, title=None):
+    """Draw image | prediction | ground truth with this image's mean IoU and Dice; return (figure, scores)."""
     import matplotlib.pyplot as plt
 
     n_classes = len(class_names)
@@ -86,8 +86,28 @@ def show_panels(image, prediction, truth, class_names, title=None):
     worst = [f"{class_names[c]} {scores.iou[c]:.2f}" for c in np.argsort(scores.iou)
              if np.isfinite(scores.iou[c])][:3]
     fig.text(0.5, 0.02, "lowest IoU: " + ", ".join(worst), ha="center", fontsize=9)
+    return fig, scores
+
+
+def show_panels(image, prediction, truth, class_names, title=None):
+    """Show image | prediction | ground truth, titled with this image's mean IoU and Dice."""
+    import matplotlib.pyplot as plt
+
+    _, scores = panels_figure(image, prediction, truth, class_names, title)
     plt.show()
     return scores
+
+
+def figure_png(fig):
+    """Render a matplotlib figure to PNG bytes and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 def plot_history(history, metric_names=("loss", "accuracy")):
@@ -112,9 +132,18 @@ def prediction_browser(images, predictions, truths, class_names):
     """Return a slider widget that shows the panels of the chosen image."""
     import ipywidgets as widgets
 
-    def show(index):
-        show_panels(images[index], predictions[index], truths[index], class_names,
-                    title=f"test image {index}")
+    slider = widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="image",
+                               continuous_update=False)
+    # The panels go into an Image widget rather than through plt.show() inside an
+    # interactive Output: headless runs (papermill, nbclient) hang on that with large figures.
+    picture = widgets.Image(format="png")
 
-    slider = widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="image")
-    return widgets.interactive(show, index=slider)
+    def update(_=None):
+        index = slider.value
+        fig, _ = panels_figure(images[index], predictions[index], truths[index], class_names,
+                               title=f"test image {index}")
+        picture.value = figure_png(fig)
+
+    slider.observe(update, "value")
+    update()
+    return widgets.VBox([slider, picture])

@@ -70,7 +70,12 @@ def test_plot_history_draws_one_axis_per_metric_with_validation_curves():
 def test_prediction_browser_is_a_slider_over_the_images():
     images = np.zeros((4, 2, 2, 3))
     labels = np.zeros((4, 2, 2), int)
+    labels[2, 0, 0] = 1  # image 2 differs, so its picture must too
     widget = viz.prediction_browser(images, labels, labels, ["a", "b"])
-    slider = widget.children[0]
+    slider, picture = widget.children
     assert (slider.min, slider.max, slider.value) == (0, 3, 0)
-    plt.close("all")
+    first = bytes(picture.value)
+    assert first.startswith(b"\x89PNG")
+    slider.value = 2
+    assert bytes(picture.value).startswith(b"\x89PNG") and bytes(picture.value) != first
+    assert plt.get_fignums() == []  # rendered to PNG and closed, never shown
