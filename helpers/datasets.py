@@ -87,11 +87,7 @@ def download_camvid(url=None, quick=None, root=None):
     """
     quick = config.quick_mode() if quick is None else quick
     root = Path(root) if root is not None else config.data_dir()
-    url = url or config.mirror_url("camvid")
-    if url is None:
-        url = CAMVID_URL
-        if quick:
-            url = _quick_camvid_archive(root).as_uri()
+    url = download.source_url("camvid", CAMVID_URL, url, quick, lambda: _quick_camvid_archive(root))
     pinned = CAMVID_SHA256 if (url == CAMVID_URL) else None
     counts = CAMVID_SPLITS if not quick else None
     return download.fetch_archive(

@@ -190,6 +190,15 @@ def fetch_archive(url, name, *, sha256=None, check_tree=None, what=None, mirror_
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def source_url(dataset, official, url=None, quick=False, generate=None):
+    """Return where to fetch a dataset: ``url``, else its mirror variable, else ``official``
+    (in quick mode: the ``file://`` URL of the archive ``generate()`` returns)."""
+    url = url or config.mirror_url(dataset)
+    if url is None:
+        url = generate().as_uri() if quick else official
+    return url
+
+
 def generated_archive(root, name, write):
     """Return ``root/generated/name``, writing it once with ``write(path)`` (quick-mode data)."""
     path = Path(root) / "generated" / name

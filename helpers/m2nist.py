@@ -86,11 +86,7 @@ def download_m2nist(url=None, quick=None, root=None):
     """Download (or in quick mode generate) M2NIST and return its extracted folder."""
     quick = config.quick_mode() if quick is None else quick
     root = Path(root) if root is not None else config.data_dir()
-    url = url or config.mirror_url("m2nist")
-    if url is None:
-        url = M2NIST_URL
-        if quick:
-            url = _quick_archive(root).as_uri()
+    url = download.source_url("m2nist", M2NIST_URL, url, quick, lambda: _quick_archive(root))
     pinned = M2NIST_SHA256 if url == M2NIST_URL else None
     expected = FULL_COUNT if url == M2NIST_URL else None
     return download.fetch_archive(
