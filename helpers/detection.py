@@ -13,7 +13,6 @@ Conventions of the TF Hub detection models (the Object Detection API's), kept he
 import contextlib
 import hashlib
 import os
-import tempfile
 import urllib.parse
 import warnings
 from dataclasses import dataclass
@@ -109,16 +108,13 @@ def _fetch_image(url, timeout):
     target = _cached_image_path(url)
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, part = tempfile.mkstemp(prefix=".part-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
+
+    def fetch(part):
+        with open(part, "wb") as out:
             download.download_to(url, out, f"the image {url}", target, timeout=timeout)
-        _decode(Path(part), url)  # a web page or a truncated file is never cached
-        os.replace(part, target)
-    finally:
-        Path(part).unlink(missing_ok=True)
-    return target
+        _decode(part, url)  # a web page or a truncated file is never cached
+
+    return download.write_atomically(target, fetch)
 
 
 def _decode(path, source):

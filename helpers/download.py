@@ -203,14 +203,25 @@ def generated_archive(root, name, write):
     """Return ``root/generated/name``, writing it once with ``write(path)`` (quick-mode data)."""
     path = Path(root) / "generated" / name
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(prefix=f".{name}-", dir=path.parent)
-        os.close(fd)
-        try:
-            write(Path(partial))
-            os.replace(partial, path)  # only a complete archive gets the real name
-        finally:
-            Path(partial).unlink(missing_ok=True)
+        write_atomically(path, write)
+    return path
+
+
+def write_atomically(path, write):
+    """Create ``path`` through a temporary file beside it: ``write(temp_path)``, then rename.
+
+    If ``write`` raises (a failed download, a failed check), nothing is left behind, so a
+    cache never holds a partial file under its real name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(partial))
+        os.replace(partial, path)
+    finally:
+        Path(partial).unlink(missing_ok=True)
     return path
 
 

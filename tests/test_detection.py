@@ -199,7 +199,7 @@ def test_load_image_explains_urls_that_fail_and_caches_nothing(http_dir):
     with pytest.raises(DataError, match="Could not download"):
         detection.load_image("http://127.0.0.1:9/nothing-listens-here.jpg", timeout=5)
     cached = [p.name for p in (config.data_dir() / "downloads" / "images").iterdir()]
-    assert not [n for n in cached if "missing" in n or "page" in n or n.startswith(".part")]
+    assert not [n for n in cached if "missing" in n or "page" in n or n.startswith(".")]  # no temp file left
 
 
 # --- Filtering and drawing detections -----------------------------------------------------
