@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import m2nist, synthetic
+from helpers import datasets, m2nist, synthetic
 
 # The assignment's student notebook has blank exercises, so it cannot run end to end under
 # nbval; tests/test_assignment.py executes it and checks every exercise check's verdict.
@@ -22,7 +22,8 @@ collect_ignore = ["notebooks/04_m2nist_assignment.ipynb"]
 
 # Archives the loopback server generates on first request: file name -> writer(path).
 GENERATED = {
-    "fcnn-dataset.zip": synthetic.write_camvid_archive,
+    "fcnn-dataset.zip": lambda path: synthetic.write_camvid_archive(
+        path, **{f"n_{split}": n for split, n in datasets.CAMVID_QUICK_SPLITS.items()}),
     # Served as a label map, the form some mirrors use; quick mode's own archive is one-hot.
     "m2nist.zip": lambda path: synthetic.write_m2nist_archive(
         path, seed=0, count=m2nist.QUICK_COUNT, one_hot=False),

@@ -4,21 +4,26 @@
     python -m benchmarks.pipeline --frames 32 --epochs 2
 
 Both pipelines read the same generated CamVid-format PNG files and produce batches of 64
-224x224 frames with their labels; the script prints images/s for the first epoch (everything
-decoded from disk), for the later epochs (what the rest of a training run sees), and over the
-whole run, and the ratios ours / course's. The two pipelines take their epochs in turns.
+224x224 frames with their labels. The script prints images/s, and the ratio ours / course's,
+for: the first epoch of the first run on a machine (ours decodes the PNGs and saves them);
+the first epoch of any later run (ours reads its saved frames; the course decodes again);
+the later epochs (what the rest of a training run sees); and a whole first run. The two
+pipelines take their epochs in turns. Our time includes building the dataset, since that is
+where it decodes.
 
 - The course's: per element read, decode, bilinear-resize the frame *and the label map*,
   build a 12-channel one-hot label by stacking twelve ``tf.equal`` masks, scale to -1..1;
   ``map`` without parallel calls, shuffle 100, batch 64, prefetch. Every epoch redoes it all.
-- Ours (``helpers.datasets.make_dataset``): parallel ``map`` (AUTOTUNE), nearest-neighbour
-  label resize, sparse int32 labels, decoded elements cached in memory after the first
-  epoch, shuffle, random flip of frame and label together, batch 64, AUTOTUNE prefetch.
+- Ours (``helpers.datasets.make_dataset`` with a ``cache_dir``, as notebook 1 calls it):
+  frames decoded in a parallel ``map``, nearest-neighbour label resize, kept as uint8 in
+  memory and in one ``.npz`` file for later runs; sparse int32 labels, shuffle, random flip
+  of frame and label together, batch 64, AUTOTUNE prefetch.
 """
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
 N_CLASSES = 12
 
@@ -54,11 +59,12 @@ def course_pipeline(pairs, size=(224, 224), batch_size=64):
     return ds.batch(batch_size).prefetch(-1)
 
 
-def our_pipeline(pairs, size=(224, 224), batch_size=64):
+def our_pipeline(pairs, size=(224, 224), batch_size=64, cache_dir=None):
     """Build our CamVid training pipeline, exactly as notebook 1 does."""
     from helpers import datasets
 
-    return datasets.make_dataset(pairs, size, batch_size, shuffle=True, augment=True, seed=0)
+    return datasets.make_dataset(pairs, size, batch_size, shuffle=True, augment=True, seed=0,
+                                 cache_dir=cache_dir)
 
 
 def epoch_seconds(dataset):
@@ -70,25 +76,40 @@ def epoch_seconds(dataset):
     return time.perf_counter() - start, count
 
 
-def measure(pairs, size, batch_size, epochs):
-    """Time both pipelines over the same files; return {name: {first, later, overall}} images/s.
+def measure(pairs, size, batch_size, epochs, cache_dir):
+    """Time both pipelines over the same files; return {name: {first, later, overall[, rerun]}} images/s.
 
     The two pipelines take their epochs in turns (course, ours, course, ours, ...), so
-    background load on a shared machine hits them alike.
+    background load on a shared machine hits them alike. ``cache_dir`` must start empty.
     """
-    pipelines = {"course": course_pipeline(pairs, size, batch_size),
-                 "ours": our_pipeline(pairs, size, batch_size)}
-    times = {name: [] for name in pipelines}
-    for _ in range(epochs):
-        for name, dataset in pipelines.items():
-            seconds, count = epoch_seconds(dataset)
-            times[name].append(seconds)
+    build = {"course": lambda: course_pipeline(pairs, size, batch_size),
+             "ours": lambda: our_pipeline(pairs, size, batch_size, cache_dir)}
+    pipelines, times = {}, {name: [] for name in build}
+    for epoch in range(epochs):
+        for name in build:
+            start = time.perf_counter()
+            if epoch == 0:
+                pipelines[name] = build[name]()
+            seconds, count = epoch_seconds(pipelines[name])
+            times[name].append(time.perf_counter() - start)
     results = {}
     for name, t in times.items():
         later = t[1:] or t
         results[name] = {"first": count / t[0], "later": count * len(later) / sum(later),
                          "overall": count * len(t) / sum(t)}
+    # A later run: the course decodes every frame again; ours reads the frames it saved.
+    start = time.perf_counter()
+    epoch_seconds(build["ours"]())
+    results["ours"]["rerun"] = count / (time.perf_counter() - start)
+    # The course has nothing to reuse; credit it with its best epoch rate, to be conservative.
+    results["course"]["rerun"] = max(results["course"]["first"], results["course"]["later"])
     return results
+
+
+ROWS = (("first", "first run on a machine, epoch 1 (ours decodes and saves)"),
+        ("rerun", "any later run, epoch 1 (ours reads saved frames)"),
+        ("later", "epochs 2 and on (steady state)"),
+        ("overall", "a whole first run"))
 
 
 def report(results, n_frames, size, batch_size, epochs):
@@ -96,18 +117,18 @@ def report(results, n_frames, size, batch_size, epochs):
     from benchmarks import common
 
     course, ours = results["course"], results["ours"]
-    rows = [[label, f"{course[key]:.0f}", f"{ours[key]:.0f}", f"{ours[key] / course[key]:.1f}x"]
-            for key, label in (("first", "epoch 1 (from disk)"),
-                               ("later", f"epochs 2-{epochs} (steady state)"),
-                               ("overall", f"all {epochs} epochs"))]
+    rows = [[label.replace("a whole first run", f"a whole first run of {epochs} epochs"),
+             f"{course[key]:.0f}", f"{ours[key]:.0f}", f"{ours[key] / course[key]:.1f}x"]
+            for key, label in ROWS]
     verdict = lambda key: "met" if ours[key] >= 3 * course[key] else "NOT met"  # noqa: E731
     return "\n".join([
         f"CamVid input pipeline: {n_frames} generated frames 360x480 -> {size[0]}x{size[1]}, "
         f"batch {batch_size}, {epochs} epochs",
         f"Machine: {common.machine()}",
         common.table(rows, ["images/s", "course", "ours", "ratio"]),
-        f"Target ours >= 3x the course: steady state {verdict('later')}; first epoch "
-        f"{verdict('first')}; whole {epochs}-epoch run {verdict('overall')}",
+        f"Target ours >= 3x the course: later runs' first epoch {verdict('rerun')}; steady state "
+        f"{verdict('later')}; whole first run {verdict('overall')}; first epoch of the first run "
+        f"{verdict('first')} (once per machine and image size; PNG decoding bounds it)",
     ])
 
 
@@ -123,12 +144,12 @@ def main(argv=None):
 
     with common.scratch_dir() as folder:
         pairs = common.camvid_frames(folder, args.frames)
-        results = measure(pairs, tuple(args.size), args.batch, args.epochs)
+        results = measure(pairs, tuple(args.size), args.batch, args.epochs, Path(folder) / "frames")
     print(report(results, args.frames, tuple(args.size), args.batch, args.epochs))
     return results
 
 
 if __name__ == "__main__":
     if not __package__:  # run as a file: make `benchmarks` and `helpers` importable
-        sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     main()

@@ -2,21 +2,48 @@
 
 Each ``check_*`` function tries the learner's code on inputs of its own and prints either
 "passes" or exactly what is wrong (which layer, which shape, which argument); it returns
-nothing, so a notebook cell shows only that message. A check never raises: an exception in the learner's code is reported, not
-propagated, so one broken exercise does not stop the notebook.
+nothing, so a notebook cell shows only that message. A check never raises: an exception
+in the learner's code is reported, not propagated, so one broken exercise does not stop
+the notebook.
 """
 
+import importlib.util
+import sysconfig
 import traceback
+from pathlib import Path
 
 import numpy as np
 
 from helpers import m2nist
 
 N_CLASSES = m2nist.N_CLASSES
-ENCODER_FEATURES = {"pool-3": (8, 12, 128), "pool-4": (4, 6, 256), "pool-5": (2, 3, 256)}
+HEIGHT, WIDTH = m2nist.IMAGE_SHAPE
+# Five 2x2 poolings halve the size five times, so the encoder pads the width to a multiple
+# of 32 (84 -> 96, 6 columns each side) and the decoder crops the padding off again.
+PADDED_WIDTH = -(-WIDTH // 32) * 32
+PAD = (PADDED_WIDTH - WIDTH) // 2
+ENCODER_FEATURES = {"pool-3": (HEIGHT // 8, PADDED_WIDTH // 8, 128),
+                    "pool-4": (HEIGHT // 16, PADDED_WIDTH // 16, 256),
+                    "pool-5": (HEIGHT // 32, PADDED_WIDTH // 32, 256)}
 ENCODER_FILTERS = (32, 64, 128, 256, 256)
 BLOCK_LAYERS = ("Conv2D", "LeakyReLU", "Conv2D", "LeakyReLU", "MaxPooling2D", "BatchNormalization")
 BN_MOMENTUM = 0.9
+
+
+def _is_library_frame(filename):
+    """Return whether a traceback frame's file belongs to an installed package or this module."""
+    path = Path(filename)
+    # Colab installs into dist-packages, virtual environments into site-packages.
+    if {"site-packages", "dist-packages"} & set(path.parts):
+        return True
+    folders = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    for name in ("keras", "tensorflow"):  # may be installed outside both, e.g. from source
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            folders.update(spec.submodule_search_locations)
+    path = path.resolve()
+    return path == Path(__file__).resolve() or any(
+        path.is_relative_to(Path(folder).resolve()) for folder in folders)
 
 
 def _run(number, title, check):
@@ -26,7 +53,7 @@ def _run(number, title, check):
     except Exception as e:  # the learner's code failed: say where, do not crash the notebook
         frames = traceback.extract_tb(e.__traceback__)
         # The deepest frame of the learner's own code, not of Keras or of this module.
-        own = [f for f in frames if f.filename != __file__ and "site-packages" not in f.filename]
+        own = [f for f in frames if not _is_library_frame(f.filename)]
         frame = (own or frames)[-1]
         problems = [f"your code raised {type(e).__name__}: {e} (line {frame.lineno}: "
                     f"{(frame.line or '').strip()})"]
@@ -60,7 +87,7 @@ def _block_problems(conv_block, filters, kernel_size, pool):
     """Return what is wrong with one call of the learner's conv_block."""
     import keras
 
-    inputs = keras.Input((64, 96, 1))
+    inputs = keras.Input((HEIGHT, PADDED_WIDTH, 1))
     out = conv_block(inputs, filters, kernel_size=kernel_size, pool_size=pool, pool_strides=pool)
     if out is None:
         return ["conv_block returned None: replace each None between the markers with a layer "
@@ -97,9 +124,9 @@ def _block_problems(conv_block, filters, kernel_size, pool):
     if abs(norm.momentum - BN_MOMENTUM) > 1e-6:
         issues.append(f"BatchNormalization has momentum {norm.momentum}; use "
                       f"momentum={BN_MOMENTUM} (see the note above the exercise)")
-    expected = (64 // pool, 96 // pool, filters)
+    expected = (HEIGHT // pool, PADDED_WIDTH // pool, filters)
     if not issues and _shape(out) != expected:
-        issues.append(f"a 64x96x1 input gives {_shape(out)}, expected {expected}")
+        issues.append(f"a {HEIGHT}x{PADDED_WIDTH}x1 input gives {_shape(out)}, expected {expected}")
     return issues
 
 
@@ -119,7 +146,7 @@ def check_encoder(encoder):
     import keras
 
     def problems():
-        inputs = keras.Input((64, 84, 1))
+        inputs = keras.Input((HEIGHT, WIDTH, 1))
         features = encoder(inputs)
         if not isinstance(features, (tuple, list)) or len(features) != 3:
             return [f"encoder must return (pool3, pool4, pool5); it returned {type(features).__name__}"]
@@ -135,13 +162,14 @@ def check_encoder(encoder):
             if any("shape" in i for i in issues) and not any(
                     type(layer).__name__ == "ZeroPadding2D"
                     for layer in _layers(inputs, [f for f in features if _is_tensor(f)])):
-                issues.append("no ZeroPadding2D layer: pad the 84-pixel width to 96 "
-                              "(a multiple of 32) before the first block")
+                issues.append(f"no ZeroPadding2D layer: pad the {WIDTH}-pixel width to "
+                              f"{PADDED_WIDTH} (a multiple of 32) before the first block")
             return issues
         found = _layers(inputs, features[2])
         pad = [layer for layer in found if type(layer).__name__ == "ZeroPadding2D"]
         if not pad:
-            issues.append("no ZeroPadding2D layer: pad the width from 84 to 96 before the first block")
+            issues.append(f"no ZeroPadding2D layer: pad the width from {WIDTH} to {PADDED_WIDTH} "
+                          "before the first block")
         pools = [layer for layer in found if type(layer).__name__ == "MaxPooling2D"]
         if len(pools) != 5:
             issues.append(f"found {len(pools)} MaxPooling2D layers; the encoder has five conv blocks")
@@ -165,11 +193,12 @@ def check_decoder(decoder):
         if not _is_tensor(out):
             return [f"fcn8_decoder returned a {type(out).__name__}, not a Keras tensor"]
         issues = []
-        if _shape(out) != (64, 84, N_CLASSES):
+        if _shape(out) != (HEIGHT, WIDTH, N_CLASSES):
             hint = ""
-            if _shape(out)[:2] == (64, 96):
-                hint = ": crop the 6 padded columns on each side with Cropping2D"
-            issues.append(f"the output has shape {_shape(out)}, expected (64, 84, {N_CLASSES}){hint}")
+            if _shape(out)[:2] == (HEIGHT, PADDED_WIDTH):
+                hint = f": crop the {PAD} padded columns on each side with Cropping2D"
+            issues.append(f"the output has shape {_shape(out)}, expected "
+                          f"{(HEIGHT, WIDTH, N_CLASSES)}{hint}")
         found = _layers(inputs, out)
         kinds = [type(layer).__name__ for layer in found]
         model = keras.Model(inputs, out)

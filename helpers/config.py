@@ -5,6 +5,9 @@ The names here are a contract that notebooks, tests and users rely on:
 - ``COURSE_QUICK=1``: quick mode (small generated data, small images, 1-2 epochs).
 - ``COURSE_DATA_DIR``: where downloads and extracted data are cached.
 - ``COURSE_<DATASET>_URL`` (e.g. ``COURSE_CAMVID_URL``): a mirror or ``file://`` path.
+
+First used in notebook 1; every notebook (1-4) starts from it, and so do the data loaders
+and the grader.
 """
 
 import os
@@ -39,6 +42,17 @@ def data_dir():
         path = Path.home() / ".cache" / "segmentation-course"
     path.mkdir(parents=True, exist_ok=True)
     return path.resolve()
+
+
+def models_dir(quick=None):
+    """Return the folder for trained models and checkpoints: quick mode's is separate.
+
+    A two-minute quick run must never overwrite the model of an hours-long full run.
+    """
+    quick = quick_mode() if quick is None else quick
+    path = data_dir() / ("models-quick" if quick else "models")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def url_variable(dataset):

@@ -6,6 +6,8 @@ Oxford-IIIT Pets (notebook 2): tensorflow-datasets' ``oxford_iiit_pet``, or in q
 generated elements of the same structure, through the same preprocessing.
 """
 
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -68,9 +70,11 @@ def check_camvid_tree(root, expected_counts=None, n_classes=len(CAMVID_CLASSES))
                 if image.format != "PNG" or image.mode != "RGB":
                     raise download.DataError(f"{image_path.name}: expected an RGB PNG frame, "
                                              f"got {image.format} {image.mode}")
-                if label.format != "PNG" or label.mode not in ("L", "P"):
-                    raise download.DataError(f"{label_path.name}: expected a single-channel PNG "
-                                             f"label map, got {label.format} {label.mode}")
+                # Not palette ("P") PNGs: decode_png would turn their indices into grey levels.
+                if label.format != "PNG" or label.mode != "L":
+                    raise download.DataError(f"{label_path.name}: expected a single-channel "
+                                             f"(greyscale, mode L) PNG label map, got "
+                                             f"{label.format} {label.mode}")
                 if image.size != label.size:
                     raise download.DataError(f"{image_path.name}: frame {image.size} and label "
                                              f"{label.size} differ in size")
@@ -99,16 +103,34 @@ def download_camvid(url=None, quick=None, root=None):
 def _quick_camvid_archive(root):
     sizes = {f"n_{split}": count for split, count in CAMVID_QUICK_SPLITS.items()}
     return download.generated_archive(
-        root, "camvid-quick.zip", lambda path: synthetic.write_camvid_archive(path, seed=0, **sizes))
+        root, f"camvid-quick-v{synthetic.VERSION}.zip", lambda path: synthetic.write_camvid_archive(path, seed=0, **sizes))
+
+
+def sequence_name(path):
+    """Return the video sequence a CamVid frame comes from: its name up to the first ``_``."""
+    return Path(path).name.split("_")[0]
 
 
 def split_pairs(pairs, validation_fraction, seed=0):
-    """Split pairs into (train, validation) lists with a seeded shuffle."""
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    n_val = max(1, round(len(pairs) * validation_fraction))
-    val = sorted(order[:n_val])
-    train = sorted(order[n_val:])
-    return [pairs[i] for i in train], [pairs[i] for i in val]
+    """Hold out a seeded, contiguous block of each video sequence's frames for validation.
+
+    Neighbouring video frames are near-duplicates, so frames drawn at random would put a
+    twin of almost every validation frame in the training set and flatter the score.
+    """
+    sequences = {}
+    for pair in pairs:
+        sequences.setdefault(sequence_name(pair[0]), []).append(pair)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for name in sorted(sequences):
+        frames = sorted(sequences[name], key=lambda pair: Path(pair[0]).name)  # in time order
+        n_val = min(len(frames) - 1, max(1, round(len(frames) * validation_fraction)))
+        start = int(rng.integers(0, len(frames) - n_val + 1))
+        val += frames[start:start + n_val]
+        train += frames[:start] + frames[start + n_val:]
+    if not val:
+        raise ValueError("Too few frames to hold any out for validation: each sequence needs two.")
+    return train, val
 
 
 def resize_label(label, size):
@@ -123,16 +145,78 @@ def resize_label(label, size):
 
 
 def load_pair(image_path, label_path, size):
-    """Read a PNG frame and its PNG label map; return float32 0..255 RGB and int32 labels."""
+    """Read a PNG frame and its PNG label map; return both resized, as uint8 (H, W, 3) and (H, W)."""
     import tensorflow as tf
 
     image = tf.io.decode_png(tf.io.read_file(image_path), channels=3)
     label = tf.io.decode_png(tf.io.read_file(label_path), channels=1)
     image = tf.image.resize(image, size, method="bilinear")
+    image = tf.cast(tf.round(tf.clip_by_value(image, 0, 255)), tf.uint8)
     label = resize_label(label, size)[..., 0]
     image.set_shape((*size, 3))
     label.set_shape(size)
-    return image, tf.cast(label, tf.int32)
+    return image, label
+
+
+FRAMES_FORMAT = 1  # bump when load_pair changes, so saved frames are rebuilt
+
+
+def frames_cache_path(pairs, size, cache_dir):
+    """Return the file that holds ``pairs`` decoded at ``size``; its name changes with any file."""
+    import hashlib
+    import json
+
+    files = [(str(Path(p).resolve()), Path(p).stat().st_size, Path(p).stat().st_mtime_ns)
+             for pair in pairs for p in pair]
+    key = json.dumps([FRAMES_FORMAT, list(size), files]).encode()
+    return Path(cache_dir) / f"frames-{size[0]}x{size[1]}-{hashlib.sha256(key).hexdigest()[:16]}.npz"
+
+
+def _read_frames(path, count, size):
+    """Return (images, labels) saved at ``path`` if they are complete and well formed, else None."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            images, labels = saved["images"], saved["labels"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    if (images.shape, labels.shape) != ((count, *size, 3), (count, *size)) or \
+            images.dtype != np.uint8 or labels.dtype != np.uint8:
+        return None
+    return images, labels
+
+
+def load_frames(pairs, size, cache_dir=None):
+    """Decode and resize (frame, label) pairs into uint8 arrays; keep them in ``cache_dir`` for later runs.
+
+    Decoding PNGs is most of the cost of an epoch read from disk (about 2 ms a frame on one
+    CPU core), so each run after the first reads one ``.npz`` file instead. A copy that is
+    missing, stale (a file changed) or damaged is rebuilt from the PNGs.
+    """
+    import tensorflow as tf
+
+    cache = frames_cache_path(pairs, size, cache_dir) if cache_dir is not None else None
+    if cache is not None and cache.is_file():
+        saved = _read_frames(cache, len(pairs), size)
+        if saved is not None:
+            return saved
+    ds = tf.data.Dataset.from_tensor_slices(([str(p) for p, _ in pairs], [str(q) for _, q in pairs]))
+    ds = ds.map(lambda i, l: load_pair(i, l, size), num_parallel_calls=tf.data.AUTOTUNE).batch(64)
+    images = np.zeros((len(pairs), *size, 3), np.uint8)
+    labels = np.zeros((len(pairs), *size), np.uint8)
+    start = 0
+    for image_batch, label_batch in ds:
+        end = start + len(image_batch)
+        images[start:end], labels[start:end] = image_batch.numpy(), label_batch.numpy()
+        start = end
+    if cache is not None:
+        def write(path):
+            with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+                np.savez(f, images=images, labels=labels)
+        try:
+            download.write_atomically(cache, write)
+        except OSError as e:  # a read-only or full disk costs speed, not the run
+            warnings.warn(f"Could not save decoded frames to {cache} ({e}); the next run decodes again.")
+    return images, labels
 
 
 def random_flip(image, label, seed):
@@ -145,11 +229,15 @@ def random_flip(image, label, seed):
             tf.cond(flip, lambda: tf.reverse(label, [1]), lambda: label))
 
 
-def batch_pipeline(ds, batch_size, shuffle=False, augment=False, seed=0):
-    """Cache decoded (image, label) elements, then shuffle, augment, batch and prefetch."""
+def batch_pipeline(ds, batch_size, shuffle=False, augment=False, seed=0, cache=True):
+    """Cache (image, label) elements, then shuffle, augment, batch, cast and prefetch.
+
+    Batches come out as float32 images and int32 labels, whatever the stored dtypes.
+    """
     import tensorflow as tf
 
-    ds = ds.cache()  # decode and resize once; later epochs read from memory
+    if cache:
+        ds = ds.cache()  # preprocess once; later epochs read from memory
     if shuffle:
         ds = ds.shuffle(1000, seed=seed, reshuffle_each_iteration=True)
     if augment:
@@ -157,18 +245,22 @@ def batch_pipeline(ds, batch_size, shuffle=False, augment=False, seed=0):
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds).map(
             lambda pair, s: random_flip(*pair, seed=s), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.int32)),
+                                  num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def make_dataset(pairs, size, batch_size, shuffle=False, augment=False, seed=0):
-    """Build a batched pipeline of (image, sparse label) from (image, label) path pairs."""
+def make_dataset(pairs, size, batch_size, shuffle=False, augment=False, seed=0, cache_dir=None):
+    """Build a batched pipeline of (float32 0..255 image, int32 label) from (image, label) path pairs.
+
+    Frames are decoded once (see ``load_frames``; with ``cache_dir``, once per machine) and
+    held in memory as uint8; flips and batches are cut from there every epoch.
+    """
     import tensorflow as tf
 
-    images = [str(p) for p, _ in pairs]
-    labels = [str(q) for _, q in pairs]
+    images, labels = load_frames(pairs, size, cache_dir)
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    ds = ds.map(lambda i, l: load_pair(i, l, size), num_parallel_calls=tf.data.AUTOTUNE)
-    return batch_pipeline(ds, batch_size, shuffle, augment, seed)
+    return batch_pipeline(ds, batch_size, shuffle, augment, seed, cache=False)
 
 
 # Oxford-IIIT Pets (notebook 2), through tensorflow-datasets.
@@ -176,46 +268,57 @@ PETS_CLASSES = ("pet", "background", "outline")
 PETS_QUICK_SPLITS = {"train": 192, "test": 48}
 
 
-def pets_data_dir():
-    """Return the tfds data folder: COURSE_DATA_DIR itself if it holds the dataset, else a subfolder."""
+def pets_data_dir(quick=None):
+    """Return the tfds data folder: COURSE_DATA_DIR itself if it holds the dataset, else a subfolder.
+
+    Quick mode's generated dataset has a folder of its own, so it never mixes with the real one.
+    """
+    quick = config.quick_mode() if quick is None else quick
     root = config.data_dir()
+    if quick:
+        return root / f"tensorflow_datasets-quick-v{synthetic.VERSION}"
     return root if (root / "oxford_iiit_pet").is_dir() else root / "tensorflow_datasets"
 
 
-def load_pets(quick=None, data_dir=None):
-    """Return {"train", "test"} datasets of ``oxford_iiit_pet`` elements (dicts, as tfds gives)."""
-    quick = config.quick_mode() if quick is None else quick
-    if quick:
-        seeds = {"train": 1, "test": 2}
-        return {split: _examples_dataset(synthetic.pet_examples(seeds[split], count))
-                for split, count in PETS_QUICK_SPLITS.items()}
+def prepare_quick_pets(data_dir):
+    """Prepare tfds' ``oxford_iiit_pet`` in ``data_dir`` from generated pets, unless it is there."""
     import tensorflow_datasets as tfds
 
-    data_dir = Path(data_dir) if data_dir is not None else pets_data_dir()
+    builder = tfds.builder("oxford_iiit_pet", data_dir=str(data_dir))
+    seeds = {"train": 1, "test": 2}
+
+    def examples(split):
+        for i, example in enumerate(synthetic.pet_examples(seeds[split], PETS_QUICK_SPLITS[split])):
+            yield i, {**example, "head_bbox": tfds.features.BBox(*example["head_bbox"])}
+
+    # tfds' own builder encodes, shards and describes the dataset exactly as for the real
+    # download; only the examples come from the generator instead of the Oxford archives.
+    builder._split_generators = lambda dl_manager: {split: examples(split) for split in seeds}
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+
+
+def load_pets(quick=None, data_dir=None):
+    """Load ``oxford_iiit_pet`` with ``tfds.load``; return {"train", "test"} datasets of its elements.
+
+    In quick mode the dataset is first prepared once, offline, from generated pets (see
+    ``prepare_quick_pets``); loading is the same in both modes.
+    """
+    quick = config.quick_mode() if quick is None else quick
+    import tensorflow_datasets as tfds
+
+    data_dir = Path(data_dir) if data_dir is not None else pets_data_dir(quick)
     try:
+        if quick:
+            prepare_quick_pets(data_dir)
         train, test = tfds.load("oxford_iiit_pet", split=["train", "test"], data_dir=str(data_dir))
     except Exception as e:
         raise download.DataError(
             "Could not load oxford_iiit_pet with tensorflow-datasets "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}).\n"
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}).\n"
             f"  tfds data folder: {data_dir} (set COURSE_DATA_DIR to a folder that holds a "
             "prepared oxford_iiit_pet)\n"
-            "  Offline: set COURSE_QUICK=1 to run the course on small generated data") from e
+            + download.offline_hint()) from e
     return {"train": train, "test": test}
-
-
-def _examples_dataset(examples):
-    import tensorflow as tf
-
-    signature = {
-        "image": tf.TensorSpec((None, None, 3), tf.uint8),
-        "segmentation_mask": tf.TensorSpec((None, None, 1), tf.uint8),
-        "label": tf.TensorSpec((), tf.int64),
-        "species": tf.TensorSpec((), tf.int64),
-        "file_name": tf.TensorSpec((), tf.string),
-        "head_bbox": tf.TensorSpec((4,), tf.float32),
-    }
-    return tf.data.Dataset.from_generator(lambda: iter(examples), output_signature=signature)
 
 
 def preprocess_pet(element, size):

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import os
 import urllib.parse
+import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -57,6 +58,17 @@ def _is_url(text):
     return urllib.parse.urlsplit(str(text)).scheme in ("http", "https", "gs")
 
 
+def _local_path(text):
+    """Return the path that a ``file://`` URL or a plain path (``~`` expanded) names."""
+    if not text.startswith("file://"):
+        return Path(text).expanduser()
+    parts = urllib.parse.urlsplit(text)
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(f"{text} names a file on the computer {parts.netloc!r}; give a "
+                         "file:///... URL or a path on this computer.")
+    return Path(urllib.request.url2pathname(parts.path))
+
+
 def model_handle(handle=None, quick=None):
     """Return the model to load: ``handle``, else ``COURSE_MASKRCNN_HANDLE``, else the default.
 
@@ -67,9 +79,7 @@ def model_handle(handle=None, quick=None):
     if handle:
         if _is_url(handle):
             return handle
-        if handle.startswith("file://"):
-            handle = urllib.parse.unquote(urllib.parse.urlsplit(handle).path)
-        path = Path(handle).expanduser()
+        path = _local_path(handle)
         if not (path / "saved_model.pb").is_file():
             raise ValueError(
                 f"{handle} is not a SavedModel folder (it has no saved_model.pb). Set "
@@ -92,7 +102,7 @@ def explain_load_errors(handle):
             f"  Cache:   TF Hub keeps downloads in {os.environ.get('TFHUB_CACHE_DIR', 'its cache')}\n"
             f"  Local:   download the model's archive by hand, extract it and set {HANDLE_VARIABLE} "
             "to that folder\n"
-            "  Offline: set COURSE_QUICK=1 to run the lab with its stand-in model") from e
+            f"{download.offline_hint('the lab with its stand-in model')}") from e
 
 
 def _cached_image_path(url):
@@ -149,10 +159,8 @@ def load_image(source, max_side=None, timeout=60):
     source = str(source)
     if urllib.parse.urlsplit(source).scheme in ("http", "https"):
         path = _fetch_image(source, timeout)
-    elif source.startswith("file://"):
-        path = Path(urllib.parse.unquote(urllib.parse.urlsplit(source).path))
     else:
-        path = Path(source).expanduser()
+        path = _local_path(source)
     if not path.is_file():
         raise download.DataError(f"No image file at {path}.")
     image = _decode(path, source)

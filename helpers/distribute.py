@@ -7,6 +7,8 @@
 Build *and* compile the model under ``strategy.scope()`` and feed batches of
 ``global_batch_size(per_replica_batch, strategy)``: Keras splits each global batch across the
 replicas, so every replica still sees ``per_replica_batch`` examples per step.
+
+Taught in notebook 1; notebooks 2 and 4 train under it the same way.
 """
 
 import os

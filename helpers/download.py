@@ -5,6 +5,7 @@ partial or corrupt download never leaves anything in the cache that a later run 
 trust. Used by every notebook that downloads data (first taught in notebook 1).
 """
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -19,6 +20,11 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from helpers import config
+
+try:
+    import fcntl
+except ImportError:  # Windows: installs are not locked (see install_folder)
+    fcntl = None
 
 CHUNK = 1 << 20
 MAX_UNPACKED_BYTES = 8 << 30  # refuse zip bombs; the course's largest archive unpacks to < 1 GB
@@ -37,6 +43,15 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
+def offline_hint(runs="the course on small generated data"):
+    """Return the report line that says how to run ``runs`` offline, in quick mode."""
+    return f"  Offline: set COURSE_QUICK=1 to run {runs}"
+
+
+def _mirror_hint(mirror_var):
+    return f"  Mirror:  set {mirror_var} to another URL or to file:///path/to/the/archive"
+
+
 def _failure(what, url, reason, cache_path, mirror_var):
     lines = [
         f"Could not download {what}.",
@@ -45,8 +60,8 @@ def _failure(what, url, reason, cache_path, mirror_var):
         f"  Cache:   {cache_path} (nothing was written there)",
     ]
     if mirror_var:
-        lines.append(f"  Mirror:  set {mirror_var} to another URL or to file:///path/to/the/archive")
-    lines.append("  Offline: set COURSE_QUICK=1 to run the course on small generated data")
+        lines.append(_mirror_hint(mirror_var))
+    lines.append(offline_hint())
     return DataError("\n".join(lines))
 
 
@@ -104,8 +119,12 @@ def check_zip(archive):
             broken = zf.testzip()
             if broken is not None:
                 raise DataError(f"archive member {broken!r} is corrupt (CRC mismatch)")
+    except DataError:
+        raise
     except (zipfile.BadZipFile, EOFError, OSError) as e:
         raise DataError(f"not a complete zip archive ({e}); it may be truncated") from e
+    except (NotImplementedError, RuntimeError) as e:  # encrypted, or an unsupported compression
+        raise DataError(f"a zip archive that Python cannot unpack ({e})") from e
     return [info.filename for info in infos]
 
 
@@ -144,21 +163,23 @@ def fetch_archive(url, name, *, sha256=None, check_tree=None, what=None, mirror_
     what = what or name
     root = Path(root) if root is not None else config.data_dir()
     target = root / name
-    marker = target / ".complete"
-    if marker.is_file():
-        cached_from = _recorded(marker, "url")
-        if cached_from in (None, url):
-            return target
-        print(f"The cached {what} came from {cached_from}; fetching it from {url}.")
 
-    downloads = root / "downloads" / name
-    downloads.mkdir(parents=True, exist_ok=True)
-    archive = downloads / (PurePosixPath(urllib.parse.urlsplit(url).path).name or f"{name}.zip")
+    def complete(folder):
+        marker = folder / ".complete"
+        return marker.is_file() and _recorded(marker, "url") in (None, url)
+
+    if complete(target):
+        return target
+    if (target / ".complete").is_file():
+        print(f"The cached {what} came from {_recorded(target / '.complete', 'url')}; "
+              f"fetching it from {url}.")
+    archive = root / "downloads" / name / (
+        PurePosixPath(urllib.parse.urlsplit(url).path).name or f"{name}.zip")
     record = _record_path(archive)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
-    try:
+
+    def build(tree):
+        digest = None
         if archive.is_file() and _recorded(record, "url") in (None, url):
-            source = archive
             digest = sha256_file(archive)
             expected = sha256 or _recorded(record, "sha256")
             if expected and digest != expected:
@@ -166,28 +187,27 @@ def fetch_archive(url, name, *, sha256=None, check_tree=None, what=None, mirror_
                     f"The cached archive {archive} does not match its recorded SHA-256 "
                     f"({digest} != {expected}); it was changed or damaged. "
                     "Delete it and run again to download it afresh.")
+            _unpack(archive, tree, check_tree, what, url, mirror_var)
         else:
-            source = staging / archive.name
-            with open(source, "wb") as out:
-                download_to(url, out, what, archive, mirror_var, timeout)
-            digest = sha256_file(source)
-            if sha256 and digest != sha256:
-                raise DataError(
-                    f"The download of {what} from {url} has SHA-256 {digest}, expected {sha256}. "
-                    f"Nothing was cached. If {url} is a mirror with a different packing, "
-                    f"set {mirror_var or 'the mirror variable'} so it is validated by structure.")
-        _unpack(source, staging / "tree", check_tree, what, url)
-        # Everything checked: move the results into place, archive first, marker last.
-        if source != archive:
-            os.replace(source, archive)
-            record.write_text(json.dumps({"url": url, "sha256": digest}, indent=1) + "\n")
-        if target.exists():
-            shutil.rmtree(target)  # an earlier extraction that never completed
-        os.replace(staging / "tree", target)
-        marker.write_text(json.dumps({"url": url, "sha256": digest}, indent=1) + "\n")
-        return target
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            def download_and_check(partial):
+                nonlocal digest
+                with open(partial, "wb") as out:
+                    download_to(url, out, what, archive, mirror_var, timeout)
+                digest = sha256_file(partial)
+                if sha256 and digest != sha256:
+                    raise DataError(
+                        f"The download of {what} from {url} has SHA-256 {digest}, expected "
+                        f"{sha256}. Nothing was cached. If {url} is a mirror with a different "
+                        f"packing, set {mirror_var or 'the mirror variable'} so it is validated "
+                        "by structure.")
+                _unpack(partial, tree, check_tree, what, url, mirror_var)
+
+            # Only a download that passed every check becomes the cached archive.
+            write_atomically(archive, download_and_check)
+            _write_json(record, {"url": url, "sha256": digest})
+        _write_json(tree / ".complete", {"url": url, "sha256": digest})  # the marker goes last
+
+    return install_folder(target, build, complete)
 
 
 def source_url(dataset, official, url=None, quick=False, generate=None):
@@ -225,6 +245,80 @@ def write_atomically(path, write):
     return path
 
 
+def _write_json(path, record):
+    """Write ``record`` as JSON to ``path`` through a temporary file."""
+    write_atomically(path, lambda part: part.write_text(json.dumps(record, indent=1) + "\n"))
+
+
+def install_folder(target, build, complete=None):
+    """Build ``target`` with ``build(folder)`` unless ``complete(target)``; return ``target``.
+
+    ``build`` fills an empty staging folder and marks it complete last (by default
+    ``complete`` looks for a ``.complete`` file); only then is it renamed to ``target``, and
+    an old ``target`` is renamed aside before it is deleted. Installers take turns
+    under a lock file (where ``fcntl`` exists) and check ``complete`` again once they hold it,
+    so a finished folder is built once and never deleted under a process reading it.
+    """
+    target = Path(target)
+    complete = complete or (lambda folder: (folder / ".complete").is_file())
+    if complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _install_lock(target):
+        if complete(target):  # another process finished it while this one waited
+            return target
+        prefix = f".{target.name}.staging-"
+        if fcntl is not None:  # under the lock, other staging folders are from killed runs
+            for stale in target.parent.iterdir():
+                if stale.name.startswith(prefix):
+                    shutil.rmtree(stale, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+        try:
+            (staging / "new").mkdir()
+            build(staging / "new")
+            if not complete(staging / "new"):
+                raise RuntimeError(f"building {target} did not mark it complete")
+            if target.exists() or target.is_symlink():
+                os.replace(target, staging / "old")  # incomplete, or from another source
+            try:
+                os.replace(staging / "new", target)
+            except OSError:
+                if not complete(target):  # unlocked, another installer may just have finished
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@contextlib.contextmanager
+def _install_lock(target):
+    """Hold an exclusive lock on installing ``target`` (no lock where ``fcntl`` is missing)."""
+    if fcntl is None:
+        yield
+        return
+    path = target.with_name(f".{target.name}.lock")
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # The holder before this one removed the file: lock the new one instead.
+            try:
+                current = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                current = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if current:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # still locked, so no one else can be holding this file
+        os.close(fd)
+
+
 def _recorded(path, key):
     """Return ``key`` from a JSON record (a cached archive's, or a ``.complete`` marker), or None."""
     try:
@@ -233,13 +327,19 @@ def _recorded(path, key):
         return None
 
 
-def _unpack(source, tree, check_tree, what, url):
+def _unpack(source, tree, check_tree, what, url, mirror_var=None):
+    """Extract ``source`` into the empty folder ``tree`` and check it; explain any failure."""
     try:
         check_zip(source)
-        tree.mkdir()
         extract_zip(source, tree)
         if check_tree is not None:
             check_tree(tree)
-    except DataError as e:
-        raise DataError(f"The archive of {what} from {url} cannot be used: {str(e).rstrip('.')}. "
-                        "Nothing was cached.") from e
+    except (DataError, OSError, ValueError) as e:  # OSError includes PIL's UnidentifiedImageError
+        # Name files by their place in the archive: the staging folder is deleted after this.
+        reason = str(e).replace(f"{tree}{os.sep}", "").replace(str(tree), "the archive").rstrip(".")
+        if not isinstance(e, DataError):
+            reason = f"{type(e).__name__}: {reason}"
+        lines = [f"The archive of {what} from {url} cannot be used: {reason}. Nothing was cached."]
+        if mirror_var:
+            lines.append(_mirror_hint(mirror_var))
+        raise DataError("\n".join(lines)) from e

@@ -97,7 +97,7 @@ def download_m2nist(url=None, quick=None, root=None):
 
 def _quick_archive(root):
     return download.generated_archive(
-        root, "m2nist-quick.zip",
+        root, f"m2nist-quick-v{synthetic.VERSION}.zip",
         lambda path: synthetic.write_m2nist_archive(path, seed=0, count=QUICK_COUNT))
 
 

@@ -16,25 +16,33 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def check_labels(labels, n_classes, name="labels"):
+    """Return ``labels`` as an array after checking it holds integer class ids in 0..n-1."""
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"The {name} must hold integer class ids, not {labels.dtype}.")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"The {name} holds class ids outside 0..{n_classes - 1} "
+                         f"(found {labels.min()}..{labels.max()}).")
+    return labels
+
+
 def confusion_matrix(y_true, y_pred, n_classes):
     """Count pixels by (true class, predicted class) into an (n, n) int64 matrix."""
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(y_pred)
+    y_true = check_labels(y_true, n_classes, "truth")
+    y_pred = check_labels(y_pred, n_classes, "prediction")
     if y_true.shape != y_pred.shape:
         raise ValueError(f"Truth {y_true.shape} and prediction {y_pred.shape} differ in shape.")
-    for name, values in (("truth", y_true), ("prediction", y_pred)):
-        if not np.issubdtype(values.dtype, np.integer):
-            raise ValueError(f"The {name} must hold integer class ids, not {values.dtype}.")
-        if values.size and (values.min() < 0 or values.max() >= n_classes):
-            raise ValueError(f"The {name} holds class ids outside 0..{n_classes - 1} "
-                             f"(found {values.min()}..{values.max()}).")
     index = y_true.astype(np.int64).ravel() * n_classes + y_pred.astype(np.int64).ravel()
     return np.bincount(index, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
 def _ratio(numerator, denominator):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denominator > 0, numerator / np.maximum(denominator, 1), np.nan)
+    """Divide elementwise, giving NaN where the denominator is 0 (a class never seen)."""
+    # Divide by the denominator itself, not max(denominator, 1): a normalised confusion
+    # matrix (cm / cm.sum()) has denominators below 1 and must give the same scores.
+    return np.divide(numerator, denominator, out=np.full(np.shape(numerator), np.nan),
+                     where=denominator > 0)
 
 
 def iou_per_class(cm):
@@ -51,6 +59,11 @@ def dice_per_class(cm):
     return _ratio(2 * tp, cm.sum(0) + cm.sum(1))
 
 
+def _nanmean(values):
+    # np.nanmean of all-NaN values warns "Mean of empty slice"; no class seen is simply NaN.
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
 @dataclass
 class Scores:
     """Per-class IoU and Dice, their means and the pixel accuracy of one evaluation."""
@@ -61,25 +74,33 @@ class Scores:
 
     @classmethod
     def from_confusion(cls, cm):
+        """Score an (n, n) confusion matrix; a class absent from truth and prediction gets NaN."""
         cm = np.asarray(cm)
+        if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+            raise ValueError(f"A confusion matrix must be square (n, n), not {cm.shape}.")
         return cls(cm, iou_per_class(cm), dice_per_class(cm))
 
     @property
     def mean_iou(self):
-        return float(np.nanmean(self.iou)) if np.isfinite(self.iou).any() else float("nan")
+        """Return the mean IoU over the classes seen, leaving out NaN (absent) classes."""
+        return _nanmean(self.iou)
 
     @property
     def mean_dice(self):
-        return float(np.nanmean(self.dice)) if np.isfinite(self.dice).any() else float("nan")
+        """Return the mean Dice over the classes seen, leaving out NaN (absent) classes."""
+        return _nanmean(self.dice)
 
     @property
     def pixel_accuracy(self):
+        """Return the fraction of pixels classified correctly (NaN when there are no pixels)."""
         total = self.confusion.sum()
         return float(np.trace(self.confusion) / total) if total else float("nan")
 
     def table(self, class_names):
         """Return the scores as a text table, one row per class."""
-        width = max(len(n) for n in class_names)
+        if len(class_names) != len(self.iou):
+            raise ValueError(f"Got {len(class_names)} class names for {len(self.iou)} classes.")
+        width = max(len("class"), *(len(n) for n in class_names))
         rows = [f"{'class':<{width}}  {'IoU':>6}  {'Dice':>6}"]
         for name, iou, dice in zip(class_names, self.iou, self.dice):
             rows.append(f"{name:<{width}}  {iou:6.3f}  {dice:6.3f}")
@@ -110,13 +131,18 @@ def class_counts(dataset, n_classes):
     """Count the pixels of each class in a dataset of (image, sparse label)."""
     counts = np.zeros(n_classes, dtype=np.int64)
     for _, labels in dataset:
-        counts += np.bincount(np.asarray(labels).ravel(), minlength=n_classes)[:n_classes]
+        labels = check_labels(labels, n_classes)
+        # bincount refuses uint64 ("cannot cast safely"), so count in int64.
+        counts += np.bincount(labels.astype(np.int64).ravel(), minlength=n_classes)
     return counts
 
 
 def majority_baseline(train_dataset, test_dataset, n_classes):
     """Score the trivial predictor that outputs the training set's most frequent class."""
-    majority = int(np.argmax(class_counts(train_dataset, n_classes)))
+    counts = class_counts(train_dataset, n_classes)
+    if not counts.any():
+        raise ValueError("The training set holds no labelled pixels: there is no majority class.")
+    majority = int(np.argmax(counts))
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
     for _, labels in test_dataset:
         labels = np.asarray(labels)

@@ -10,9 +10,6 @@ tests check the whole post-processing chain against them.
 """
 
 import colorsys
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,24 +213,15 @@ def standin_model_dir(root=None):
     import tensorflow as tf
 
     models = Path(root) if root is not None else config.data_dir() / "models"
-    target = models / STANDIN_NAME
-    if (target / ".complete").is_file():
-        return target
-    models.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{STANDIN_NAME}-", dir=models))
-    try:
+
+    def build(folder):
         module = standin_module()
         logger, level = tf.get_logger(), tf.get_logger().level
         logger.setLevel("WARNING")  # not "Assets written to <temporary folder>"
         try:
-            tf.saved_model.save(module, str(staging / "model"),
-                                signatures={"serving_default": module.__call__})
+            tf.saved_model.save(module, str(folder), signatures={"serving_default": module.__call__})
         finally:
             logger.setLevel(level)
-        (staging / "model" / ".complete").write_text("stand-in for Mask R-CNN, not a trained model\n")
-        if target.exists():
-            shutil.rmtree(target)  # an earlier save that never completed
-        os.replace(staging / "model", target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+        (folder / ".complete").write_text("stand-in for Mask R-CNN, not a trained model\n")
+
+    return download.install_folder(models / STANDIN_NAME, build)

@@ -10,6 +10,10 @@ import zipfile
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+# Part of every generated archive's name: bump it when a generator's output changes, so
+# caches made by the old version are replaced rather than silently reused.
+VERSION = 1
+
 # Fixed timestamp so the same seed gives a byte-identical archive.
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 
@@ -154,7 +158,7 @@ def _write_member(zf, name, data):
     zf.writestr(info, data, compress_type=zipfile.ZIP_STORED)  # PNGs are compressed already
 
 
-def write_camvid_archive(path, seed=0, n_train=48, n_test=16, height=360, width=480):
+def write_camvid_archive(path, n_train, n_test, seed=0, height=360, width=480):
     """Write a CamVid-format zip of generated street scenes (``dataset1/`` layout)."""
     rng = np.random.default_rng(seed)
     sequences = ["0001TP", "0006R0", "0016E5", "Seq05VD"]
@@ -275,7 +279,7 @@ def m2nist_example(rng, glyphs, digits, by_digit=None):
     return image, label
 
 
-def write_m2nist_archive(path, seed=0, count=1200, one_hot=True, source="sklearn"):
+def write_m2nist_archive(path, count, seed=0, one_hot=True, source="sklearn"):
     """Write an M2NIST-format zip (``combined.npy``, ``segmented.npy``) of placed digits."""
     rng = np.random.default_rng(seed)
     glyphs, digits = digit_glyphs(source)

@@ -15,7 +15,7 @@ def palette(n_classes):
     source = colormaps["tab20"] if n_classes <= 20 else colormaps["turbo"].resampled(n_classes)
     # tab20 pairs a strong and a pale shade; take the strong ones first.
     order = list(range(0, 20, 2)) + list(range(1, 20, 2)) if n_classes <= 20 else range(n_classes)
-    colours = np.array([source(i)[:3] for i in order][:n_classes])
+    colours = np.array([source(i)[:3] for i in order][:n_classes]).reshape(-1, 3)
     return np.round(colours * 255).astype(np.uint8)
 
 
@@ -26,8 +26,7 @@ def colorize(label, n_classes):
         label = label[..., 0]
     if label.ndim != 2:
         raise ValueError(f"Expected a label map of shape (H, W), got {label.shape}.")
-    if label.size and (label.min() < 0 or label.max() >= n_classes):
-        raise ValueError(f"Label values {label.min()}..{label.max()} are outside 0..{n_classes - 1}.")
+    label = metrics.check_labels(label, n_classes, "label map")
     return palette(n_classes)[label.astype(np.intp)]
 
 
@@ -46,6 +45,8 @@ def to_uint8(image):
 
 def overlay(image, label, n_classes, alpha=0.5):
     """Blend the coloured label map over an RGB image; return uint8 (H, W, 3)."""
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be between 0 (image only) and 1 (labels only), not {alpha}.")
     image = to_uint8(image)
     colours = colorize(label, n_classes)
     if image.shape != colours.shape:
@@ -116,6 +117,8 @@ def plot_history(history, metric_names=("loss", "accuracy")):
 
     logs = getattr(history, "history", history)
     names = [n for n in metric_names if n in logs]
+    if not names:
+        raise ValueError(f"None of {list(metric_names)} was logged; the history has {list(logs)}.")
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
     for ax, name in zip(axes[0], names):
         epochs = np.arange(1, len(logs[name]) + 1)
@@ -132,6 +135,10 @@ def prediction_browser(images, predictions, truths, class_names):
     """Return a slider widget that shows the panels of the chosen image."""
     import ipywidgets as widgets
 
+    if not len(images) == len(predictions) == len(truths) > 0:
+        raise ValueError(f"Need as many predictions and truths as images, at least one; got "
+                         f"{len(images)} images, {len(predictions)} predictions, "
+                         f"{len(truths)} truths.")
     slider = widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="image",
                                continuous_update=False)
     # The panels go into an Image widget rather than through plt.show() inside an

@@ -2,6 +2,7 @@
 
 import ast
 import re
+import sys
 
 import keras
 import nbformat
@@ -236,6 +237,42 @@ def test_a_reported_exception_points_at_the_learners_line_not_into_keras(capsys)
 
     ok, out = run_check(assignment.check_conv_block, conv_block, capsys=capsys)
     assert not ok and 'padding="smae"' in out, out
+
+
+def test_a_reported_exception_skips_frames_of_packages_in_dist_packages(tmp_path, monkeypatch, capsys):
+    # Colab installs packages under dist-packages, not site-packages: an error raised deep
+    # inside such a package must still be reported at the learner's own line.
+    package = tmp_path / "dist-packages" / "fake_dist_lib"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "def build(x):\n    raise TypeError('rejected inside the library')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "dist-packages"))
+    try:
+        import fake_dist_lib
+
+        def conv_block(x, filters, kernel_size=3, pool_size=2, pool_strides=2):
+            return fake_dist_lib.build(x)  # the learner's line
+
+        ok, out = run_check(assignment.check_conv_block, conv_block, capsys=capsys)
+    finally:
+        sys.modules.pop("fake_dist_lib", None)
+    assert not ok and "rejected inside the library" in out, out
+    assert "return fake_dist_lib.build(x)" in out and "raise TypeError" not in out, out
+
+
+def test_library_frames_are_recognised_by_install_folder(monkeypatch, tmp_path):
+    import sysconfig
+
+    purelib = tmp_path / "pylibs"
+    monkeypatch.setattr(sysconfig, "get_paths", lambda *a, **k: {"purelib": str(purelib),
+                                                                  "platlib": str(purelib)})
+    assert assignment._is_library_frame(str(purelib / "somepkg" / "core.py"))
+    assert assignment._is_library_frame("/usr/lib/python3/dist-packages/numpy/core.py")
+    assert assignment._is_library_frame("/x/lib/python3.11/site-packages/numpy/core.py")
+    assert assignment._is_library_frame(keras.layers.Conv2D.__call__.__code__.co_filename)
+    assert assignment._is_library_frame(assignment.__file__)
+    assert not assignment._is_library_frame(__file__)
+    assert not assignment._is_library_frame("/tmp/ipykernel_123/456.py")  # a notebook cell
 
 
 def test_the_student_notebook_runs_and_every_check_says_what_is_missing(tmp_path):

@@ -10,12 +10,15 @@ def test_pipeline_benchmark_compares_like_for_like_batches(capsys):
         pairs = common.camvid_frames(folder, 3, height=64, width=96)
         course = next(iter(pipeline.course_pipeline(pairs, (32, 32), 2)))
         ours = next(iter(pipeline.our_pipeline(pairs, (32, 32), 2)))
-        results = pipeline.measure(pairs, (32, 32), 2, epochs=1)
+        results = pipeline.measure(pairs, (32, 32), 2, epochs=2, cache_dir=folder / "frames")
+        saved = list((folder / "frames").glob("frames-32x32-*.npz"))
+    assert len(saved) == 1  # the later run read the frames the first one saved
+    assert set(results["ours"]) == set(results["course"]) == {"first", "rerun", "later", "overall"}
     assert course[0].shape == ours[0].shape == (2, 32, 32, 3)
     assert course[1].shape == (2, 32, 32, 12) and ours[1].shape == (2, 32, 32)
     assert not folder.exists()
-    text = pipeline.report(results, 3, (32, 32), 2, 1)
-    assert "ratio" in text and "Target ours >= 3x" in text
+    text = pipeline.report(results, 3, (32, 32), 2, 2)
+    assert "ratio" in text and "Target ours >= 3x" in text and "any later run" in text
 
 
 def test_training_benchmark_steps_both_configurations():

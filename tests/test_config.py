@@ -29,3 +29,12 @@ def test_mirror_url_variable(monkeypatch):
     assert config.mirror_url("camvid") == "file:///x.zip"
     monkeypatch.delenv("COURSE_CAMVID_URL")
     assert config.mirror_url("camvid") is None
+
+
+def test_quick_and_full_runs_keep_their_models_apart(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    full, quick = config.models_dir(quick=False), config.models_dir(quick=True)
+    assert full == tmp_path.resolve() / "models" and full.is_dir()
+    assert quick == tmp_path.resolve() / "models-quick" and quick.is_dir()
+    monkeypatch.setenv("COURSE_QUICK", "1")
+    assert config.models_dir() == quick

@@ -1,4 +1,5 @@
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,6 +51,12 @@ def test_check_camvid_tree_rejects_out_of_range_labels_and_size_mismatch(small_c
     write_png(label_path, np.zeros((32, 48, 3)), "RGB")
     with pytest.raises(download.DataError, match="single-channel"):
         datasets.check_camvid_tree(root)
+    # Palette PNGs hold class ids as indices that decode_png would turn into colours.
+    palette = Image.fromarray(np.zeros((32, 48), np.uint8), mode="P")
+    palette.putpalette([200, 10, 10] * 256)
+    palette.save(label_path)
+    with pytest.raises(download.DataError, match="mode L.*got PNG P"):
+        datasets.check_camvid_tree(root)
 
 
 def test_generated_archive_is_deterministic_and_in_the_real_format(tmp_path):
@@ -66,13 +73,21 @@ def test_generated_archive_is_deterministic_and_in_the_real_format(tmp_path):
     assert seen == set(range(12))
 
 
-def test_resize_label_keeps_the_label_set_where_bilinear_invents_classes():
+def nearest_reference(label, size):
+    """Nearest-neighbour resize by hand: output pixel i samples input floor((i + 0.5) * in / out)."""
+    rows = np.floor((np.arange(size[0]) + 0.5) * label.shape[0] / size[0]).astype(int)
+    cols = np.floor((np.arange(size[1]) + 0.5) * label.shape[1] / size[1]).astype(int)
+    return label[rows][:, cols]
+
+
+def test_resize_label_is_exact_nearest_neighbour_where_bilinear_invents_classes():
     label = np.zeros((60, 80), np.uint8)
     label[:, 40:] = 5
     label[20:40, 10:30] = 9
-    small = datasets.resize_label(tf.constant(label), (24, 32)).numpy()
-    assert small.dtype == np.uint8 and small.shape == (24, 32)
-    assert set(np.unique(small)) == {0, 5, 9}
+    # 24x33 does not line up with the 60x80 grid, so any other interpolation differs.
+    small = datasets.resize_label(tf.constant(label), (24, 33)).numpy()
+    assert small.dtype == np.uint8 and small.shape == (24, 33)
+    np.testing.assert_array_equal(small, nearest_reference(label, (24, 33)))
     bilinear = tf.image.resize(label[..., None], (24, 33), method="bilinear").numpy()
     assert set(np.unique(np.round(bilinear))) - {0, 5, 9}  # the reason for nearest neighbour
     assert datasets.resize_label(tf.constant(label[..., None]), (24, 32)).shape == (24, 32, 1)
@@ -81,16 +96,73 @@ def test_resize_label_keeps_the_label_set_where_bilinear_invents_classes():
 def test_pipeline_yields_resized_images_and_sparse_labels(small_camvid_zip, tmp_path):
     root = extract(small_camvid_zip, tmp_path / "tree")
     pairs = datasets.camvid_pairs(root, "train")
-    ds = datasets.make_dataset(pairs, (32, 64), batch_size=2)
+    ds = datasets.make_dataset(pairs, (24, 33), batch_size=2)
     batches = list(ds)
-    assert [tuple(x.shape) for x, _ in batches] == [(2, 32, 64, 3), (1, 32, 64, 3)]
+    assert [tuple(x.shape) for x, _ in batches] == [(2, 24, 33, 3), (1, 24, 33, 3)]
     images, labels = batches[0]
     assert images.dtype == tf.float32 and labels.dtype == tf.int32
-    assert labels.shape == (2, 32, 64)
-    assert 0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255
-    with Image.open(pairs[0][1]) as label:
-        original = set(np.unique(np.asarray(label)).tolist())
-    assert set(np.unique(labels[0].numpy()).tolist()) <= original
+    assert labels.shape == (2, 24, 33)
+    with Image.open(pairs[0][0]) as frame, Image.open(pairs[0][1]) as label:
+        frame, label = np.asarray(frame), np.asarray(label)
+    np.testing.assert_array_equal(labels[0].numpy(), nearest_reference(label, (24, 33)))
+    expected = tf.image.resize(frame, (24, 33), method="bilinear").numpy()
+    np.testing.assert_allclose(images[0].numpy(), expected, atol=0.5)  # stored as rounded uint8
+
+
+def pairs_of(tmp_path, names, value=0):
+    pairs = []
+    for i, name in enumerate(names):
+        image, label = tmp_path / "img" / name, tmp_path / "lab" / name
+        write_png(image, np.full((12, 16, 3), value + i), "RGB")
+        write_png(label, np.full((12, 16), i % 12), "L")
+        pairs.append((image, label))
+    return pairs
+
+
+def test_load_frames_saves_decoded_frames_and_reads_them_back(tmp_path):
+    pairs = pairs_of(tmp_path, [f"{i}.png" for i in range(5)], value=10)
+    images, labels = datasets.load_frames(pairs, (6, 8), tmp_path / "cache")
+    assert images.dtype == labels.dtype == np.uint8
+    assert images.shape == (5, 6, 8, 3) and labels.shape == (5, 6, 8)
+    np.testing.assert_array_equal(images[:, 0, 0, 0], [10, 11, 12, 13, 14])
+    np.testing.assert_array_equal(labels[:, 0, 0], [0, 1, 2, 3, 4])
+    (saved,) = (tmp_path / "cache").glob("frames-6x8-*.npz")
+    # A later run reads the saved copy: change it and see the change come back.
+    with np.load(saved) as arrays:
+        altered = {"images": arrays["images"] + 100, "labels": arrays["labels"]}
+    np.savez(saved, **altered)
+    np.testing.assert_array_equal(datasets.load_frames(pairs, (6, 8), tmp_path / "cache")[0],
+                                  images + 100)
+    # Without a cache folder nothing is read or written.
+    np.testing.assert_array_equal(datasets.load_frames(pairs, (6, 8))[0], images)
+
+
+def test_load_frames_rebuilds_when_a_file_changes_or_the_copy_is_damaged(tmp_path):
+    pairs = pairs_of(tmp_path, ["a.png", "b.png"])
+    cache = tmp_path / "cache"
+    datasets.load_frames(pairs, (6, 8), cache)
+    (first,) = cache.glob("*.npz")
+    write_png(pairs[1][0], np.full((12, 16, 3), 200), "RGB")  # a learner replaces a frame
+    images, _ = datasets.load_frames(pairs, (6, 8), cache)
+    assert images[1, 0, 0, 0] == 200
+    assert len(list(cache.glob("*.npz"))) == 2
+    second = datasets.frames_cache_path(pairs, (6, 8), cache)
+    second.write_bytes(second.read_bytes()[:100])  # truncated, as by a full disk
+    images, labels = datasets.load_frames(pairs, (6, 8), cache)
+    assert images[1, 0, 0, 0] == 200 and labels[1, 0, 0] == 1
+    assert datasets._read_frames(second, 2, (6, 8)) is not None  # repaired
+    assert first != second
+    assert datasets.load_frames(pairs, (6, 4), cache)[0].shape == (2, 6, 4, 3)  # size is in the key
+    assert not list(cache.glob(".*"))  # no temporary files left behind
+
+
+def test_load_frames_still_works_when_the_copy_cannot_be_saved(tmp_path):
+    pairs = pairs_of(tmp_path, ["a.png"])
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.warns(UserWarning, match="Could not save decoded frames"):
+        images, _ = datasets.load_frames(pairs, (6, 8), blocker)
+    assert images.shape == (1, 6, 8, 3)
 
 
 def test_flip_keeps_image_and_label_aligned(tmp_path):
@@ -111,12 +183,24 @@ def test_flip_keeps_image_and_label_aligned(tmp_path):
     np.testing.assert_array_equal(np.round(images[..., 0].numpy() / 20).astype(int), labels.numpy())
 
 
-def test_split_pairs_is_seeded_disjoint_and_complete():
-    pairs = list(range(20))
+def test_split_pairs_holds_out_a_contiguous_block_of_every_sequence():
+    names = [f"{seq}_{frame:06d}.png" for seq in ("0001TP", "0006R0", "Seq05VD")
+             for frame in range(0, 600, 30)]
+    pairs = [(Path("img") / n, Path("lab") / n) for n in reversed(names)]  # order must not matter
     train, val = datasets.split_pairs(pairs, 0.25, seed=7)
-    assert len(val) == 5 and sorted(train + val) == pairs
+    assert sorted(train + val) == sorted(pairs) and not set(train) & set(val)
+    assert len(val) == 15  # 5 of each sequence's 20 frames
+    for seq in ("0001TP", "0006R0", "Seq05VD"):
+        held = sorted(names.index(p.name) for p, _ in val if p.name.startswith(seq))
+        assert len(held) == 5 and held == list(range(held[0], held[0] + 5))  # one block
     assert datasets.split_pairs(pairs, 0.25, seed=7) == (train, val)
     assert datasets.split_pairs(pairs, 0.25, seed=8) != (train, val)
+
+
+def test_split_pairs_refuses_when_nothing_can_be_held_out():
+    pairs = [(Path(f"{seq}_000030.png"), Path(f"{seq}_000030.png")) for seq in ("a", "b")]
+    with pytest.raises(ValueError, match="each sequence needs two"):
+        datasets.split_pairs(pairs, 0.2)
 
 
 def test_quick_mode_generates_and_loads_offline_without_a_url(tmp_path, monkeypatch):
@@ -169,11 +253,25 @@ def test_pets_pipeline_flips_image_and_mask_together():
                                   masks.numpy())
 
 
-def test_quick_pets_have_the_tfds_element_structure_and_learnable_masks():
-    splits = datasets.load_pets(quick=True)
+def block_means(image, block=8):
+    """Average 8x8 blocks: what JPEG keeps of a noisy picture."""
+    h, w = (image.shape[0] // block) * block, (image.shape[1] // block) * block
+    return image[:h, :w].reshape(h // block, block, w // block, block, 3).mean(axis=(1, 3))
+
+
+@pytest.fixture(scope="module")
+def quick_pets(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tfds")
+    return folder, datasets.load_pets(quick=True, data_dir=folder)
+
+
+def test_quick_pets_are_prepared_by_tfds_and_loaded_with_tfds_load(quick_pets):
+    folder, splits = quick_pets
+    assert (folder / "oxford_iiit_pet" / "4.0.0" / "dataset_info.json").is_file()
     assert set(splits) == {"train", "test"}
-    shapes = set()
-    for element in splits["test"].take(10):
+    generated = {e["file_name"]: e for e in synthetic.pet_examples(2, datasets.PETS_QUICK_SPLITS["test"])}
+    shapes, names = set(), set()
+    for element in splits["test"]:
         assert set(element) == {"image", "segmentation_mask", "label", "species", "file_name",
                                 "head_bbox"}
         image, mask = element["image"], element["segmentation_mask"]
@@ -181,24 +279,47 @@ def test_quick_pets_have_the_tfds_element_structure_and_learnable_masks():
         assert image.shape[:2] == mask.shape[:2] and mask.shape[2] == 1 and image.shape[2] == 3
         assert set(np.unique(mask.numpy())) == {1, 2, 3}
         assert 0 <= int(element["label"]) < 37 and int(element["species"]) in (0, 1)
+        # What tfds stored is the generated example: masks exactly (PNG), images up to JPEG loss.
+        source = generated[element["file_name"].numpy().decode()]
+        np.testing.assert_array_equal(mask.numpy(), source["segmentation_mask"])
+        assert np.abs(block_means(image.numpy()) - block_means(source["image"])).mean() < 2
+        assert int(element["label"]) == source["label"]
         shapes.add(tuple(image.shape))
+        names.add(element["file_name"].numpy())
+    assert len(names) == datasets.PETS_QUICK_SPLITS["test"]
     assert len(shapes) > 1  # sizes vary, as in the real dataset
-    count = sum(1 for _ in splits["train"])
-    assert count == datasets.PETS_QUICK_SPLITS["train"]
+    assert sum(1 for _ in splits["train"]) == datasets.PETS_QUICK_SPLITS["train"]
+
+
+def test_quick_pets_are_prepared_once(quick_pets, monkeypatch):
+    folder, _ = quick_pets
+    monkeypatch.setattr(datasets.synthetic, "pet_examples", lambda *a: pytest.fail("regenerated"))
+    again = datasets.load_pets(quick=True, data_dir=folder)
+    assert sum(1 for _ in again["test"]) == datasets.PETS_QUICK_SPLITS["test"]
+
+
+def test_load_pets_failure_says_where_and_how_to_run_offline(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(download.DataError, match=r"(?s)tfds data folder: .*not-a-folder.*COURSE_QUICK=1"):
+        datasets.load_pets(quick=True, data_dir=blocker)
 
 
 def test_pets_data_dir_uses_a_course_data_dir_that_holds_the_dataset(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
-    assert datasets.pets_data_dir() == tmp_path.resolve() / "tensorflow_datasets"
+    assert datasets.pets_data_dir(quick=False) == tmp_path.resolve() / "tensorflow_datasets"
+    quick = datasets.pets_data_dir(quick=True)
+    assert quick.parent == tmp_path.resolve() and quick.name.startswith("tensorflow_datasets-quick")
     (tmp_path / "oxford_iiit_pet" / "4.0.0").mkdir(parents=True)
-    assert datasets.pets_data_dir() == tmp_path.resolve()
+    assert datasets.pets_data_dir(quick=False) == tmp_path.resolve()
+    assert datasets.pets_data_dir(quick=True) == quick  # generated data never mixes with real
 
 
-def test_quick_pets_element_spec_equals_the_tfds_builders(tmp_path):
+def test_quick_pets_element_spec_equals_the_tfds_builders(quick_pets, tmp_path):
     import tensorflow_datasets as tfds
 
     builder = tfds.builder_cls("oxford_iiit_pet")(data_dir=str(tmp_path))
     expected = {k: (tuple(v.shape), tf.as_dtype(v.dtype))
                 for k, v in builder.info.features.get_tensor_info().items()}
-    spec = datasets.load_pets(quick=True)["train"].element_spec
+    spec = quick_pets[1]["train"].element_spec
     assert {k: (tuple(v.shape), v.dtype) for k, v in spec.items()} == expected

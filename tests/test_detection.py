@@ -7,7 +7,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from helpers import coco, config, detection  # noqa: E402
+from helpers import coco, config, detection, download  # noqa: E402
 from helpers.download import DataError  # noqa: E402
 
 
@@ -131,6 +131,23 @@ def test_load_image_reads_a_path_as_one_uint8_batch(tmp_path):
         image = detection.load_image(source)
         assert image.shape == (1, 30, 40, 3) and image.dtype == np.uint8
         np.testing.assert_array_equal(image[0], pixels)
+
+
+def test_file_urls_name_local_files_for_images_and_models(tmp_path, monkeypatch):
+    folder = tmp_path / "a folder%20with spaces"
+    folder.mkdir()
+    Image.fromarray(_photo()).save(folder / "a b.png")
+    (folder / "saved_model.pb").write_bytes(b"")
+    assert detection.load_image((folder / "a b.png").as_uri()).shape == (1, 30, 40, 3)
+    assert detection.load_image(f"file://localhost{folder.as_uri()[7:]}/a%20b.png").shape[0] == 1
+    assert detection.model_handle(folder.as_uri()) == str(folder.resolve())
+    # A file URL naming another computer is refused, not read from this one's disk.
+    remote = f"file://fileserver{folder.as_uri()[7:]}"
+    with pytest.raises(ValueError, match="fileserver"):
+        detection.load_image(remote + "/a%20b.png")
+    monkeypatch.delenv(detection.HANDLE_VARIABLE, raising=False)
+    with pytest.raises(ValueError, match="fileserver"):
+        detection.model_handle(remote)
 
 
 def test_load_image_converts_grey_and_transparent_images_with_a_warning(tmp_path):
@@ -327,9 +344,10 @@ def test_load_failures_say_what_to_try(tmp_path):
 
     handle = str(tmp_path / "no-model-here")
     with pytest.raises(DataError, match="(?s)Could not load the model .*no-model-here.*"
-                                        "COURSE_MASKRCNN_HANDLE.*COURSE_QUICK=1"):
+                                        "COURSE_MASKRCNN_HANDLE.*COURSE_QUICK=1") as error:
         with detection.explain_load_errors(handle):
             hub.load(handle)
+    assert download.offline_hint("the lab with its stand-in model") in str(error.value)
 
 
 def test_detect_refuses_images_the_model_cannot_take():

@@ -66,20 +66,52 @@ print(json.dumps({
 """
 
 
+def accelerators():
+    """Return how many GPUs and TPUs this machine shows, e.g. {"GPU": 0, "TPU": 0}."""
+    import tensorflow as tf
+
+    return {kind: len(tf.config.list_physical_devices(kind)) for kind in ("GPU", "TPU")}
+
+
+@pytest.fixture
+def restore_dtype_policy():
+    """Put back the global Keras dtype policy a test may switch to mixed precision."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    try:
+        yield previous
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def test_global_batch_size_scales_with_the_replicas():
+    import tensorflow as tf
+
     class FourReplicas:
         num_replicas_in_sync = 4
 
     assert distribute.global_batch_size(8, FourReplicas()) == 32
-    assert distribute.global_batch_size(8, distribute.get_strategy(verbose=False)) == 8
+    assert distribute.global_batch_size(8, tf.distribute.get_strategy()) == 8  # one replica
 
 
-def test_get_strategy_on_the_cpu_is_the_default_strategy(capsys):
+def test_get_strategy_fits_this_machine(capsys):
     import tensorflow as tf
 
+    found = accelerators()
     strategy = distribute.get_strategy()
-    assert strategy is tf.distribute.get_strategy()
-    assert capsys.readouterr().out == "Distribution: default strategy (CPU), 1 replica(s) in sync\n"
+    out = capsys.readouterr().out
+    if found["TPU"]:
+        assert isinstance(strategy, tf.distribute.TPUStrategy)
+        assert out.startswith("Distribution: TPUStrategy (TPU), ")
+    elif found["GPU"] > 1:
+        assert isinstance(strategy, tf.distribute.MirroredStrategy)
+        assert out == (f"Distribution: MirroredStrategy (GPUs), {found['GPU']} replica(s) "
+                       "in sync\n")
+    else:  # one GPU or none: no distribution
+        assert strategy is tf.distribute.get_strategy()
+        device = "GPU" if found["GPU"] else "CPU"
+        assert out == f"Distribution: default strategy ({device}), 1 replica(s) in sync\n"
 
 
 def test_get_strategy_mirrors_across_several_gpus(monkeypatch, capsys):
@@ -88,6 +120,7 @@ def test_get_strategy_mirrors_across_several_gpus(monkeypatch, capsys):
     class FakeMirrored:
         num_replicas_in_sync = 2
 
+    monkeypatch.setattr(distribute, "_tpu_resolver", lambda: None)  # as if on a TPU-less machine
     monkeypatch.setattr(tf.config, "list_logical_devices",
                         lambda kind=None: ["/gpu:0", "/gpu:1"] if kind == "GPU" else [])
     monkeypatch.setattr(tf.distribute, "MirroredStrategy", FakeMirrored)
@@ -112,8 +145,33 @@ def test_two_replica_mirrored_step_matches_a_single_replica_step():
         assert result["logs_mirrored"][name] == pytest.approx(result["logs_single"][name], abs=1e-5)
 
 
-def test_mixed_precision_stays_off_on_the_cpu():
+def test_mixed_precision_is_on_only_with_an_accelerator(restore_dtype_policy):
     import keras
 
-    assert distribute.use_mixed_precision(distribute.get_strategy(verbose=False)) is False
-    assert keras.mixed_precision.global_policy().name == "float32"
+    found = accelerators()
+    turned_on = distribute.use_mixed_precision(distribute.get_strategy(verbose=False))
+    policy = keras.config.dtype_policy().name
+    if found["TPU"]:
+        assert (turned_on, policy) == (True, "mixed_bfloat16")
+    elif found["GPU"]:
+        assert (turned_on, policy) == (True, "mixed_float16")
+    else:  # on the CPU it leaves the policy alone
+        assert turned_on is False and policy == restore_dtype_policy.name
+
+
+def test_mixed_precision_uses_float16_on_a_gpu_and_bfloat16_on_a_tpu(monkeypatch,
+                                                                    restore_dtype_policy):
+    import keras
+    import tensorflow as tf
+
+    monkeypatch.setattr(tf.config, "list_logical_devices",
+                        lambda kind=None: ["/gpu:0"] if kind == "GPU" else [])
+    assert distribute.use_mixed_precision(tf.distribute.get_strategy()) is True
+    assert keras.config.dtype_policy().name == "mixed_float16"
+
+    class FakeTPUStrategy:
+        pass
+
+    monkeypatch.setattr(tf.distribute, "TPUStrategy", FakeTPUStrategy)
+    assert distribute.use_mixed_precision(FakeTPUStrategy()) is True
+    assert keras.config.dtype_policy().name == "mixed_bfloat16"

@@ -137,7 +137,7 @@ def test_offline_download_names_url_cache_mirror_and_quick_mode(tmp_path):
     message = str(error.value)
     assert url in message
     assert str(root / "downloads" / "camvid-test" / "fcnn-dataset.zip") in message
-    assert "COURSE_CAMVID_URL" in message and "COURSE_QUICK=1" in message
+    assert "COURSE_CAMVID_URL" in message and download.offline_hint() in message
     assert_cache_clean(root)
 
 
@@ -235,3 +235,69 @@ def test_generated_archives_leave_nothing_when_the_writer_fails(tmp_path):
     assert list((tmp_path / "generated").iterdir()) == []
     path = download.generated_archive(tmp_path, "x.zip", lambda p: p.write_bytes(b"ok"))
     assert path.read_bytes() == b"ok" and list((tmp_path / "generated").iterdir()) == [path]
+
+
+def test_an_image_pillow_cannot_read_is_reported_like_other_bad_archives(http_dir, small_camvid_zip,
+                                                                         tmp_path):
+    folder, base = http_dir
+    rewrite_zip(small_camvid_zip, folder / "html.zip",
+                lambda n, d: (n, b"<html>Not found</html>" if n.endswith("train/0001TP_000030.png")
+                              else d))
+    root = tmp_path / "cache"
+    with pytest.raises(download.DataError) as error:
+        fetch(f"{base}/html.zip", root)
+    message = str(error.value)
+    assert f"{base}/html.zip" in message and "Nothing was cached" in message
+    assert "COURSE_CAMVID_URL" in message
+    # It names the member in the archive, not a staging folder that no longer exists.
+    assert "dataset1/images_prepped_train/0001TP_000030.png" in message
+    assert str(root) not in message
+    assert_cache_clean(root)
+
+
+@pytest.mark.parametrize("first", ["file", "folder"])
+def test_a_member_that_is_both_file_and_folder_is_reported(http_dir, small_camvid_zip, tmp_path,
+                                                           first):
+    folder, base = http_dir
+    with zipfile.ZipFile(folder / "clash.zip", "w") as zf:
+        if first == "file":
+            zf.writestr("dataset1", b"a file where a folder should be")
+        zf.writestr("dataset1/a.png", b"x")
+        if first == "folder":
+            zf.writestr("dataset1", b"a file where a folder already is")
+    root = tmp_path / "cache"
+    with pytest.raises(download.DataError, match="(?s)clash.zip.*Nothing was cached.*"
+                                                 "COURSE_CAMVID_URL"):
+        fetch(f"{base}/clash.zip", root)
+    assert_cache_clean(root)
+
+
+def _patch_header(data, local, central):
+    """Apply ``edit(bytearray, offset)`` to every local and central header of a zip."""
+    data = bytearray(data)
+    for signature, edit in ((b"PK\x03\x04", local), (b"PK\x01\x02", central)):
+        start = data.find(signature)
+        while start >= 0:
+            edit(data, start)
+            start = data.find(signature, start + 4)
+    return bytes(data)
+
+
+def _set_u16(data, offset, value):
+    data[offset:offset + 2] = value.to_bytes(2, "little")
+
+
+@pytest.mark.parametrize("kind, local, central", [
+    ("encrypted", lambda d, o: _set_u16(d, o + 6, 1), lambda d, o: _set_u16(d, o + 8, 1)),
+    ("deflate64", lambda d, o: _set_u16(d, o + 8, 9), lambda d, o: _set_u16(d, o + 10, 9)),
+])
+def test_zips_python_cannot_unpack_are_reported(http_dir, tmp_path, kind, local, central):
+    folder, base = http_dir
+    with zipfile.ZipFile(folder / "plain.zip", "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("dataset1/a.png", b"x" * 100)
+    (folder / "odd.zip").write_bytes(_patch_header((folder / "plain.zip").read_bytes(),
+                                                   local, central))
+    root = tmp_path / "cache"
+    with pytest.raises(download.DataError, match="(?s)cannot unpack.*Nothing was cached"):
+        fetch(f"{base}/odd.zip", root)
+    assert_cache_clean(root)

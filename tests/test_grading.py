@@ -6,14 +6,18 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
+import zipfile
 from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
 from keras import layers
+from packaging.requirements import Requirement
+from zip_tools import rewrite_zip
 
-from helpers import grading, m2nist, metrics
+from helpers import grading, m2nist, metrics, synthetic
 from helpers.config import REPO_DIR
 
 
@@ -33,6 +37,23 @@ def test_grade_is_ten_times_the_sum_of_digit_ious_from_the_course_metric():
 def test_grade_counts_a_digit_never_seen_as_zero():
     scores = SimpleNamespace(iou=np.array([1.0] * 9 + [np.nan, 0.5]))
     assert grading.grade(scores) == pytest.approx(90.0)
+
+
+def test_the_pass_decision_agrees_with_the_printed_grade_at_the_boundary():
+    assert not grading.passed(60.0004) and not grading.passed(60.004)
+    assert grading.passed(60.006)
+    # Ten digit IoUs of 0.600004: grade 60.0004, printed 60.00, so it must FAIL.
+    scores = SimpleNamespace(iou=np.array([0.600004] * 10 + [1.0]), dice=np.full(11, 0.75))
+    assert grading.grade(scores) == pytest.approx(60.0004)
+    report = grading.report_for_scores("edge.keras", scores)
+    assert (report.status, report.grade) == ("fail", 60.0)
+    assert report.text().endswith("Grade: 60.00 (10 x the sum of the digit IoUs; pass above 60): FAIL")
+
+
+def test_the_docstring_states_the_pass_rule_as_the_readme_does():
+    assert "pass: grade above 60" in " ".join(grading.__doc__.split())
+    assert "pass mark is" not in grading.__doc__
+    assert "pass above 60" in (REPO_DIR / "README.md").read_text()
 
 
 def small_fcn(seed=0):
@@ -111,6 +132,23 @@ def grade_cli(*args):
     env = {**os.environ, "COURSE_QUICK": "1"}
     return subprocess.run([sys.executable, "-m", "helpers.grading", *map(str, args)],
                           capture_output=True, text=True, env=env, cwd=REPO_DIR, timeout=300)
+
+
+def test_score_model_uses_the_course_predict_labels(monkeypatch):
+    inputs = keras.Input((64, 84, 1))
+    model = keras.Model(inputs, layers.Conv2D(11, 1)(inputs))
+    images = np.zeros((3, 64, 84), np.uint8)
+    labels = np.full((3, 64, 84), m2nist.BACKGROUND, np.uint8)
+    calls = []
+
+    def every_pixel_is_digit_7(model_, scaled):
+        calls.append(scaled.shape)
+        return np.full(scaled.shape[:3], 7)
+
+    monkeypatch.setattr(metrics, "predict_labels", every_pixel_is_digit_7)
+    scores = grading.score_model(model, images, labels)
+    assert calls == [(3, 64, 84, 1)]
+    assert scores.confusion[m2nist.BACKGROUND, 7] == labels.size
 
 
 def test_a_good_model_passes_with_exit_0_and_a_json_verdict(good_model):
@@ -241,17 +279,14 @@ def test_without_test_data_the_grader_exits_3_not_fail(untrained_model, tmp_path
 
 def rewrite_config(source, target, edit):
     """Copy a .keras file, letting ``edit(config_dict)`` change its config.json."""
-    import zipfile
+    def change(name, data):
+        if name != "config.json":
+            return name, data
+        configuration = json.loads(data)
+        edit(configuration)
+        return name, json.dumps(configuration)
 
-    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as out:
-        for info in src.infolist():
-            data = src.read(info)
-            if info.filename == "config.json":
-                configuration = json.loads(data)
-                edit(configuration)
-                data = json.dumps(configuration)
-            out.writestr(info.filename, data)
-    return target
+    return rewrite_zip(source, target, change)
 
 
 def first_layer(configuration, class_name):
@@ -266,11 +301,107 @@ def first_layer(configuration, class_name):
     (lambda c: first_layer(c, "Conv2D")["config"].update(
         activation={"class_name": "__lambda__", "config": {"code": "", "defaults": None}}),
      "serialized Python code"),
+    (lambda c: first_layer(c, "Conv2D")["config"].update(activation={
+        "module": "keras.utils", "class_name": "function", "config": "get_file",
+        "registered_name": "function"}), "the function get_file from module keras.utils"),
+    (lambda c: first_layer(c, "Conv2D")["config"].update(activation={
+        "module": "keras.config", "class_name": "enable_unsafe_deserialization", "config": {},
+        "registered_name": None}),
+     "the class enable_unsafe_deserialization from module keras.config"),
 ])
 def test_the_config_scan_refuses_code_and_foreign_classes(untrained_model, tmp_path, edit, message):
     path = rewrite_config(untrained_model, tmp_path / "edited.keras", edit)
     with pytest.raises(grading.InvalidSubmission, match=re.escape(message)):
         grading.load_submission(path)
+
+
+def gadget(module, class_name, config=None):
+    return {"module": module, "class_name": class_name, "config": config or {},
+            "registered_name": None}
+
+
+@pytest.mark.parametrize("node, problem", [
+    (gadget("keras.config", "function", "enable_unsafe_deserialization"),
+     "the function enable_unsafe_deserialization from module keras.config"),
+    (gadget("keras", "function", "utils.get_file"), "the function utils.get_file from module keras"),
+    (gadget("keras.ops", "function", "convert_to_numpy"),
+     "the function convert_to_numpy from module keras.ops"),
+    (gadget("builtins", "function", "get"), "the function get from module builtins"),
+    (gadget("builtins", "function", "eval"), "the function eval from module builtins"),
+    (gadget("keras.losses", "function", "sparse_categorical_crossentropy"),
+     "the function sparse_categorical_crossentropy from module keras.losses"),
+    (gadget("keras.config", "enable_unsafe_deserialization"),
+     "the class enable_unsafe_deserialization from module keras.config"),
+    (gadget("keras.utils", "FeatureSpace"), "the class FeatureSpace from module keras.utils"),
+    (gadget("keras.saving", "KerasFileEditor"), "the class KerasFileEditor from module keras.saving"),
+    (gadget("keras.backend", "Variable"), "the class Variable from module keras.backend"),
+    (gadget("keras.src.utils.file_utils", "Anything"),
+     "the class Anything from module keras.src.utils.file_utils"),
+    (gadget("keras.src.saving.saving_lib", "Anything"),
+     "the class Anything from module keras.src.saving.saving_lib"),
+    (gadget("keras", "utils.FeatureSpace"), "the class utils.FeatureSpace from module keras"),
+    (gadget("keras", "Variable"), "the class Variable from module keras"),
+    (gadget("keras.layers", "deserialize"), "the class deserialize from module keras.layers"),
+    ({"class_name": "Conv2D", "config": {}}, "the class Conv2D from module None"),
+])
+def test_the_config_scan_refuses_keras_functions_and_modules_a_model_never_uses(node, problem):
+    problems = set()
+    grading._scan_config({"class_name": "Functional", "module": "keras.src.models.functional",
+                          "config": {"layers": [{"config": {"activation": node}}]}}, problems)
+    assert problems == {problem}
+
+
+def typical_models():
+    """Models in the course's style: every module their configs name must pass the scan."""
+    from keras import constraints, initializers, regularizers
+
+    inputs = keras.Input((64, 84, 1))
+    x = layers.Rescaling(1.0, offset=0.0)(inputs)
+    x = layers.ZeroPadding2D(((0, 0), (6, 6)))(x)
+    x = layers.Conv2D(8, 3, padding="same", activation="relu",
+                      kernel_initializer=initializers.HeNormal(seed=1),
+                      bias_initializer=initializers.Constant(0.1),
+                      kernel_regularizer=regularizers.L2(1e-4), activity_regularizer="l2",
+                      kernel_constraint=constraints.MaxNorm(3), bias_constraint=constraints.NonNeg())(x)
+    x = layers.BatchNormalization(gamma_regularizer=regularizers.L1(1e-5))(x)
+    x = layers.Dropout(0.2)(layers.Activation(keras.activations.leaky_relu)(x))
+    pooled = layers.MaxPooling2D()(x)
+    up = layers.UpSampling2D()(pooled)
+    t = layers.Conv2DTranspose(8, 3, strides=2, padding="same", activation=keras.activations.gelu)(pooled)
+    x = layers.Concatenate()([layers.Add()([up, t]), x])
+    x = layers.Cropping2D(((0, 0), (6, 6)))(x)
+    x = layers.Resizing(64, 84)(x)
+    x = layers.Softmax()(layers.Conv2D(11, 1)(x))
+    functional = keras.Model(inputs, layers.Activation("softmax", dtype="mixed_float16")(x))
+    functional.compile(keras.optimizers.Adam(keras.optimizers.schedules.ExponentialDecay(1e-3, 100, 0.9)),
+                       keras.losses.SparseCategoricalCrossentropy(),
+                       metrics=[keras.metrics.SparseCategoricalAccuracy(), keras.metrics.MeanIoU(11)])
+    sequential = keras.Sequential([keras.Input((64, 84, 1)), layers.Conv2D(8, 3, padding="same"),
+                                   layers.BatchNormalization(), layers.Activation("relu"),
+                                   layers.Conv2D(11, 1, activation="softmax")])
+    sequential.compile(keras.optimizers.SGD(0.01, momentum=0.9),
+                       keras.losses.sparse_categorical_crossentropy,
+                       metrics=[keras.metrics.sparse_categorical_accuracy])
+    nested = keras.Model(inputs, sequential(inputs))  # its compile_config names two functions
+    return {"functional": functional, "sequential": sequential, "nested": nested}
+
+
+def test_typical_course_models_pass_the_scan_and_load(tmp_path):
+    modules = set()
+    for name, model in typical_models().items():
+        path = tmp_path / f"{name}.keras"
+        model.save(path)
+        configuration = json.loads(zipfile.ZipFile(path).read("config.json"))
+        problems = set()
+        grading._scan_config(configuration, problems)
+        assert problems == set(), name
+        modules |= set(re.findall(r'"module": "([^"]+)"', json.dumps(configuration)))
+        loaded = grading.load_submission(path)
+        assert loaded.output_shape == (None, 64, 84, 11)
+    # What the allowlist was built from; a module missing here would be rejected.
+    assert modules == {"keras", "keras.layers", "keras.initializers", "keras.regularizers",
+                       "keras.constraints", "keras.optimizers", "keras.optimizers.schedules",
+                       "keras.losses", "keras.metrics", "keras.src.models.functional", "builtins"}
 
 
 def test_nested_models_are_scanned_including_their_compile_config():
@@ -287,8 +418,6 @@ def test_nested_models_are_scanned_including_their_compile_config():
 
 
 def test_non_dict_and_deeply_nested_configs_are_invalid_not_crashes(untrained_model, tmp_path):
-    import zipfile
-
     for name, text in (("list", "[1, 2]"), ("deep", "[" * 100000 + "]" * 100000)):
         path = tmp_path / f"{name}.keras"
         with zipfile.ZipFile(path, "w") as zf:
@@ -303,6 +432,93 @@ def test_a_fully_convolutional_model_with_open_sizes_is_graded(tmp_path):
         tmp_path / "open.keras")
     assert grading.main([str(tmp_path / "open.keras"), "--json", str(tmp_path / "v.json")]) == 1
     assert json.loads((tmp_path / "v.json").read_text())["status"] == "fail"
+
+
+@pytest.fixture
+def other_m2nist(tmp_path, monkeypatch):
+    """A small M2NIST archive elsewhere, with the default source made unreachable."""
+    archive = synthetic.write_m2nist_archive(tmp_path / "other-m2nist.zip", seed=3, count=100)
+    monkeypatch.setenv("COURSE_M2NIST_URL", (tmp_path / "missing" / "m2nist.zip").as_uri())
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "cache"))
+    return (tmp_path / "other-m2nist.zip").as_uri()
+
+
+def test_the_url_option_chooses_the_m2nist_archive(untrained_model, other_m2nist, tmp_path):
+    out = tmp_path / "v.json"
+    assert grading.main([str(untrained_model), "--full", "--url", other_m2nist,
+                         "--json", str(out)]) == 1
+    # 100 images split 80 / 16 / 4: the verdict was graded on that archive's test split.
+    assert json.loads(out.read_text())["test_split"] == (
+        f"M2NIST test split (from {other_m2nist}; 4 images)")
+
+
+def test_the_url_option_reaches_each_isolated_grader(untrained_model, other_m2nist, tmp_path):
+    folder = tmp_path / "class"
+    folder.mkdir()
+    (folder / "erin.keras").write_bytes(untrained_model.read_bytes())
+    assert grading.main([str(folder), "--full", "--url", other_m2nist]) == 0
+    with open(folder / "grades.csv") as f:
+        row = next(csv.DictReader(f))
+    expected = grading.grade(grading.score_model(
+        grading.load_submission(untrained_model),
+        *grading.fixed_test_split(quick=False, url=other_m2nist)))
+    assert row["status"] == "fail" and float(row["grade"]) == pytest.approx(expected, abs=0.01)
+
+
+def test_a_child_that_cannot_grade_reports_its_whole_message(
+        untrained_model, quick_splits, tmp_path, monkeypatch, capsys):
+    # The parent has test data; the child finds none at the unreachable default source.
+    missing = (tmp_path / "missing" / "m2nist.zip").as_uri()
+    monkeypatch.setenv("COURSE_M2NIST_URL", missing)
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(grading, "fixed_test_split", lambda **_: quick_splits["test"])
+    folder = tmp_path / "class"
+    folder.mkdir()
+    (folder / "frank.keras").write_bytes(untrained_model.read_bytes())
+    assert grading.main([str(folder), "--full"]) == grading.EXIT_CANNOT_GRADE
+    out = capsys.readouterr().out
+    message = out[out.index("Cannot grade"):]
+    assert message.startswith("Cannot grade: the test data is not available.\n"
+                              "Could not download the M2NIST archive.")
+    assert f"URL:     {missing}" in message and "Reason:" in message
+    assert "Mirror:  set COURSE_M2NIST_URL" in message and "Offline:" in message
+
+
+@pytest.mark.parametrize("version, ok", [
+    ("3.10.9", False), ("3.9.0", False), ("2.15.0", False), ("", False), ("unknown", False),
+    ("3.11.0", True), ("3.15.1", True), ("4.0.0", True)])
+def test_the_grader_refuses_a_keras_whose_safe_mode_can_be_bypassed(version, ok, monkeypatch):
+    monkeypatch.setattr(keras, "__version__", version)
+    if ok:
+        grading.check_keras_version()
+    else:
+        with pytest.raises(grading.CannotGrade, match=r"(?s)Cannot grade: Keras .* 'keras>=3\.11'"):
+            grading.check_keras_version()
+
+
+def test_an_old_keras_means_exit_3_and_no_model_is_loaded(lambda_model, tmp_path, monkeypatch, capsys):
+    path, sentinel = lambda_model
+    monkeypatch.setattr(keras, "__version__", "3.10.0")
+    monkeypatch.setattr(grading, "_scan_config", lambda node, problems: None)
+    out = tmp_path / "v.json"
+    assert grading.main([str(path), "--json", str(out)]) == grading.EXIT_CANNOT_GRADE
+    assert "Cannot grade: Keras 3.10.0 is installed" in capsys.readouterr().out
+    assert not out.exists() and not sentinel.exists()
+    with pytest.raises(grading.CannotGrade):
+        grading.load_submission(path)  # the library path refuses too, not just the CLI
+    assert not sentinel.exists()
+    with pytest.raises(SystemExit):
+        grading.main(["--help"])
+    assert "3 cannot grade at all" in " ".join(capsys.readouterr().out.split())
+
+
+def test_pyproject_floors_keras_where_the_grader_does_and_lists_the_runtime_packages():
+    dependencies = tomllib.loads((REPO_DIR / "pyproject.toml").read_text())["project"]["dependencies"]
+    requirements = {Requirement(d).name: Requirement(d).specifier for d in dependencies}
+    floor = ".".join(map(str, grading.MIN_KERAS))
+    assert requirements["keras"].contains(f"{floor}.0") and not requirements["keras"].contains("3.10.9")
+    assert {"tensorflow-datasets", "tensorflow-hub", "scikit-learn"} <= set(requirements)
+    assert all("==" not in str(spec) for spec in requirements.values())
 
 
 def test_a_submission_that_takes_too_long_gets_a_verdict_not_a_hang(untrained_model, tmp_path):

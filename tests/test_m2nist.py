@@ -1,5 +1,6 @@
 """M2NIST: the generated quick data, archive validation in both label forms, the fixed split."""
 
+import hashlib
 import io
 import os
 import zipfile
@@ -156,13 +157,27 @@ def test_the_split_is_fixed_disjoint_and_sized_4000_800_200():
     assert {k: len(v) for k, v in quick.items()} == {"train": 960, "validation": 192, "test": 48}
 
 
+def test_the_grading_split_never_changes():
+    # The fixed grading split every learner and the grader share: learners report test scores
+    # on these 200 images and the grader scores submissions on them. Changing SPLIT_SEED,
+    # SPLIT_FRACTIONS or split_indices changes them, a breaking change for everyone already
+    # graded; update these values only on purpose.
+    split = m2nist.split_indices(m2nist.FULL_COUNT)
+    assert split["test"][:5].tolist() == [9, 10, 35, 80, 87]
+    assert split["validation"][:5].tolist() == [1, 5, 6, 8, 19]
+    text = ",".join(str(i) for i in split["test"].tolist())  # independent of the int width
+    assert hashlib.sha256(text.encode()).hexdigest() == (
+        "39435c764c05a3e0bd9122c8c45b5a77f734bd2ee9853cb484037516e6568982")
+
+
 def test_quick_mode_generates_data_with_every_digit_in_the_test_split(tmp_path, monkeypatch):
     monkeypatch.delenv("COURSE_M2NIST_URL", raising=False)  # the test session sets a mirror
     splits = m2nist.load_m2nist(quick=True, root=tmp_path)
     images, labels = splits["test"]
     assert images.shape == (48, 64, 84)
     assert set(np.unique(labels)) == set(range(11))
-    assert (tmp_path / "generated" / "m2nist-quick.zip").is_file()
+    # The name carries the generator's version (m2nist-quick-v1.zip) so old caches are replaced.
+    assert len(list((tmp_path / "generated").glob("m2nist-quick*.zip"))) == 1
 
 
 def test_images_scale_to_minus_one_one_with_a_channel_axis():

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 
@@ -55,6 +57,57 @@ def test_bad_inputs_raise_clear_errors(truth, pred, message):
         metrics.confusion_matrix(truth, pred, 4)
 
 
+def test_scores_are_the_same_for_a_normalised_confusion_matrix():
+    # IoU and Dice are ratios of counts, so dividing every count by the total changes nothing;
+    # the denominators then fall below 1 (class 0: (1 + 1 + 1) / 6 = 0.5).
+    cm = metrics.confusion_matrix(TRUTH, PRED, 4)
+    scaled = metrics.Scores.from_confusion(cm / cm.sum())
+    np.testing.assert_allclose(scaled.iou[:3], [1 / 3, 2 / 3, 1 / 2])
+    np.testing.assert_allclose(scaled.dice[:3], [2 / 4, 4 / 5, 2 / 3])
+    assert np.isnan(scaled.iou[3])
+    assert scaled.pixel_accuracy == pytest.approx(4 / 6)
+
+
+def test_no_pixels_at_all_gives_nan_everywhere_without_warnings():
+    empty = np.zeros((0, 5), np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Mean of empty slice" or division warnings
+        scores = metrics.segmentation_scores(empty, empty, 3)
+        assert np.isnan(scores.iou).all() and np.isnan(scores.dice).all()
+        assert np.isnan(scores.mean_iou) and np.isnan(scores.mean_dice)
+        assert np.isnan(scores.pixel_accuracy)
+    np.testing.assert_array_equal(scores.confusion, np.zeros((3, 3)))
+
+
+def test_unsigned_labels_are_counted_like_signed_ones():
+    truth = np.array([[0, 1], [1, 1]], np.uint64)
+    np.testing.assert_array_equal(metrics.confusion_matrix(truth, truth.astype(np.uint8), 2),
+                                  [[1, 0], [0, 3]])
+    np.testing.assert_array_equal(metrics.class_counts([(None, truth)], 2), [1, 3])
+
+
+def test_a_confusion_matrix_must_be_square():
+    with pytest.raises(ValueError, match=r"square \(n, n\), not \(2, 3\)"):
+        metrics.Scores.from_confusion(np.ones((2, 3), int))
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.array([[0, 1, 255]]), r"outside 0..2 \(found 0..255\)"),  # e.g. a 255 "void" label
+    (np.array([[0, -1]]), r"outside 0..2 \(found -1..0\)"),
+    (np.array([[0.0, 1.0]]), "integer class ids, not float64"),
+])
+def test_class_counts_rejects_what_confusion_matrix_rejects(labels, message):
+    with pytest.raises(ValueError, match=message):
+        metrics.class_counts([(None, np.array([[0]])), (None, labels)], 3)
+    with pytest.raises(ValueError, match=message):
+        metrics.confusion_matrix(labels, np.zeros_like(labels, int), 3)
+
+
+def test_majority_baseline_needs_labelled_training_pixels():
+    with pytest.raises(ValueError, match="no labelled pixels"):
+        metrics.majority_baseline([(None, np.zeros((0, 4), int))], [(None, np.zeros((1, 1), int))], 2)
+
+
 class FixedModel:
     """Predicts a given label map per image, as one-hot probabilities."""
 
@@ -91,8 +144,17 @@ def test_majority_baseline_predicts_the_most_frequent_training_class():
 
 def test_table_lists_every_class_and_the_means():
     text = metrics.segmentation_scores(TRUTH, PRED, 4).table(["a", "b", "c", "d"])
-    assert text.splitlines()[1].split() == ["a", "0.333", "0.500"]
-    assert "mean" in text and "pixel accuracy 0.667" in text
+    lines = text.splitlines()
+    assert lines[0] == "class     IoU    Dice"
+    assert lines[1] == "a       0.333   0.500"  # names shorter than "class" stay aligned
+    assert lines[4] == "d         nan     nan"
+    assert lines[5].split() == ["mean", "0.500", "0.656"]  # (1/2 + 4/5 + 2/3) / 3 = 0.6556
+    assert lines[6] == "pixel accuracy 0.667"
+
+
+def test_table_needs_one_name_per_class():
+    with pytest.raises(ValueError, match="3 class names for 4 classes"):
+        metrics.segmentation_scores(TRUTH, PRED, 4).table(["a", "b", "c"])
 
 
 def _scores_for(labels, n_classes, rng):

@@ -129,3 +129,28 @@ def test_the_browser_runs_the_model_once_per_image(model):
     dropdown.value = "b"
     score.value = 0.2
     assert len(calls) == 2
+
+
+def test_a_stand_in_finished_by_another_process_meanwhile_is_kept(tmp_path):
+    import threading
+    import time
+
+    import tensorflow  # noqa: F401  (imported now, so the waiter reaches the lock at once)
+
+    from helpers import download
+
+    target = tmp_path / standin.STANDIN_NAME
+    found = []
+    # Hold the install lock as another process building the stand-in would.
+    with download._install_lock(target):
+        waiter = threading.Thread(target=lambda: found.append(standin.standin_model_dir(tmp_path)))
+        waiter.start()
+        time.sleep(0.5)  # let it find no stand-in and wait for the lock
+        target.mkdir()
+        (target / "saved_model.pb").write_bytes(b"built by the other process")
+        (target / ".complete").write_text("done\n")
+    waiter.join(timeout=120)
+    assert found == [target]
+    # Neither rebuilt nor deleted under a reader: the finished copy is the one kept.
+    assert (target / "saved_model.pb").read_bytes() == b"built by the other process"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [standin.STANDIN_NAME]

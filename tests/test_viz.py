@@ -26,9 +26,18 @@ def test_colorize_maps_each_class_to_its_colour():
     assert viz.colorize(label[..., None], 3).shape == (2, 2, 3)
 
 
-def test_colorize_rejects_labels_out_of_range():
-    with pytest.raises(ValueError, match="outside 0..2"):
-        viz.colorize(np.array([[3]]), 3)
+def test_palette_of_no_classes_is_empty_but_shaped():
+    assert viz.palette(0).shape == (0, 3)
+
+
+@pytest.mark.parametrize("label, message", [
+    (np.array([[3]]), "outside 0..2"),
+    (np.array([[-1]]), "outside 0..2"),
+    (np.array([[1.7]]), "integer class ids"),  # would be truncated to class 1 silently
+])
+def test_colorize_rejects_labels_that_are_not_class_ids(label, message):
+    with pytest.raises(ValueError, match=message):
+        viz.colorize(label, 3)
 
 
 def test_overlay_blends_by_alpha():
@@ -41,6 +50,8 @@ def test_overlay_blends_by_alpha():
     np.testing.assert_array_equal(half[0, 0], expected)
     with pytest.raises(ValueError, match="differ in size"):
         viz.overlay(image, np.zeros((3, 5), int), 2)
+    with pytest.raises(ValueError, match="alpha must be between 0"):
+        viz.overlay(image, label, 2, alpha=1.5)  # would wrap around in uint8
 
 
 def test_to_uint8_accepts_unit_and_byte_ranges():
@@ -65,9 +76,12 @@ def test_plot_history_draws_one_axis_per_metric_with_validation_curves():
     assert [ax.get_title() for ax in axes] == ["loss", "accuracy"]
     assert len(axes[0].lines) == 2 and len(axes[1].lines) == 1
     plt.close("all")
+    with pytest.raises(ValueError, match=r"the history has \['loss'\]"):
+        viz.plot_history({"loss": [1]}, ("mean_iou",))
 
 
 def test_prediction_browser_is_a_slider_over_the_images():
+    plt.close("all")
     images = np.zeros((4, 2, 2, 3))
     labels = np.zeros((4, 2, 2), int)
     labels[2, 0, 0] = 1  # image 2 differs, so its picture must too
@@ -79,3 +93,11 @@ def test_prediction_browser_is_a_slider_over_the_images():
     slider.value = 2
     assert bytes(picture.value).startswith(b"\x89PNG") and bytes(picture.value) != first
     assert plt.get_fignums() == []  # rendered to PNG and closed, never shown
+
+
+def test_prediction_browser_needs_matching_non_empty_inputs():
+    labels = np.zeros((4, 2, 2), int)
+    with pytest.raises(ValueError, match="4 images, 3 predictions, 4 truths"):
+        viz.prediction_browser(np.zeros((4, 2, 2, 3)), labels[:3], labels, ["a", "b"])
+    with pytest.raises(ValueError, match="at least one"):
+        viz.prediction_browser(np.zeros((0, 2, 2, 3)), labels[:0], labels[:0], ["a", "b"])
