@@ -17,6 +17,7 @@ def test_pipeline_benchmark_compares_like_for_like_batches(capsys):
     assert course[0].shape == ours[0].shape == (2, 32, 32, 3)
     assert course[1].shape == (2, 32, 32, 12) and ours[1].shape == (2, 32, 32)
     assert not folder.exists()
+    assert pipeline.median_results([{"a": {"x": 1.0}}, {"a": {"x": 5.0}}, {"a": {"x": 2.0}}]) == {"a": {"x": 2.0}}
     text = pipeline.report(results, 3, (32, 32), 2, 2)
     assert "ratio" in text and "Target ours >= 3x" in text and "any later run" in text
 
