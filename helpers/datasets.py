@@ -120,6 +120,8 @@ def split_pairs(pairs, validation_fraction, seed=0):
     sequences = {}
     for pair in pairs:
         sequences.setdefault(sequence_name(pair[0]), []).append(pair)
+    if all(len(frames) < 2 for frames in sequences.values()):
+        sequences = {"": list(pairs)}  # names with no sequence prefix, e.g. "frame001.png"
     rng = np.random.default_rng(seed)
     train, val = [], []
     for name in sorted(sequences):
@@ -129,7 +131,7 @@ def split_pairs(pairs, validation_fraction, seed=0):
         val += frames[start:start + n_val]
         train += frames[:start] + frames[start + n_val:]
     if not val:
-        raise ValueError("Too few frames to hold any out for validation: each sequence needs two.")
+        raise ValueError("Too few frames to hold any out for validation: at least two are needed.")
     return train, val
 
 
@@ -268,15 +270,22 @@ PETS_CLASSES = ("pet", "background", "outline")
 PETS_QUICK_SPLITS = {"train": 192, "test": 48}
 
 
-def pets_data_dir(quick=None):
-    """Return the tfds data folder: COURSE_DATA_DIR itself if it holds the dataset, else a subfolder.
+QUICK_PETS_FOLDER = f"tensorflow_datasets-quick-v{synthetic.VERSION}"
 
-    Quick mode's generated dataset has a folder of its own, so it never mixes with the real one.
+
+def pets_data_dir(quick=None, data_dir=None):
+    """Return the tfds data folder: ``data_dir``, else COURSE_DATA_DIR or its tensorflow_datasets/.
+
+    Quick mode's generated dataset always lives in a subfolder of its own, so that it can
+    never pass for the real dataset in a folder a full run (or another project) reads.
     """
     quick = config.quick_mode() if quick is None else quick
+    if data_dir is not None:
+        root = Path(data_dir)
+        return root / QUICK_PETS_FOLDER if quick else root
     root = config.data_dir()
     if quick:
-        return root / f"tensorflow_datasets-quick-v{synthetic.VERSION}"
+        return root / QUICK_PETS_FOLDER
     return root if (root / "oxford_iiit_pet").is_dir() else root / "tensorflow_datasets"
 
 
@@ -294,19 +303,23 @@ def prepare_quick_pets(data_dir):
     # tfds' own builder encodes, shards and describes the dataset exactly as for the real
     # download; only the examples come from the generator instead of the Oxford archives.
     builder._split_generators = lambda dl_manager: {split: examples(split) for split in seeds}
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    # Two kernels preparing at once would race on tfds' final rename: take turns.
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    with download.install_lock(Path(data_dir) / "oxford_iiit_pet"):
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False))
 
 
 def load_pets(quick=None, data_dir=None):
     """Load ``oxford_iiit_pet`` with ``tfds.load``; return {"train", "test"} datasets of its elements.
 
     In quick mode the dataset is first prepared once, offline, from generated pets (see
-    ``prepare_quick_pets``); loading is the same in both modes.
+    ``prepare_quick_pets``), in its own subfolder of ``data_dir``; loading is the same.
     """
     quick = config.quick_mode() if quick is None else quick
     import tensorflow_datasets as tfds
 
-    data_dir = Path(data_dir) if data_dir is not None else pets_data_dir(quick)
+    data_dir = pets_data_dir(quick, data_dir)
     try:
         if quick:
             prepare_quick_pets(data_dir)

@@ -6,6 +6,7 @@ trust. Used by every notebook that downloads data (first taught in notebook 1).
 """
 
 import contextlib
+import errno
 import hashlib
 import http.client
 import json
@@ -179,7 +180,8 @@ def fetch_archive(url, name, *, sha256=None, check_tree=None, what=None, mirror_
 
     def build(tree):
         digest = None
-        if archive.is_file() and _recorded(record, "url") in (None, url):
+        # A cached archive counts only with its record (written right after it) naming this URL.
+        if archive.is_file() and _recorded(record, "url") == url:
             digest = sha256_file(archive)
             expected = sha256 or _recorded(record, "sha256")
             if expected and digest != expected:
@@ -187,7 +189,12 @@ def fetch_archive(url, name, *, sha256=None, check_tree=None, what=None, mirror_
                     f"The cached archive {archive} does not match its recorded SHA-256 "
                     f"({digest} != {expected}); it was changed or damaged. "
                     "Delete it and run again to download it afresh.")
-            _unpack(archive, tree, check_tree, what, url, mirror_var)
+            try:
+                _unpack(archive, tree, check_tree, what, url, mirror_var)
+            except DataError as e:
+                raise DataError(str(e).replace(
+                    "Nothing was cached.", f"The cached archive {archive} was left as it was; "
+                    "delete it to download it again.")) from e
         else:
             def download_and_check(partial):
                 nonlocal digest
@@ -264,11 +271,11 @@ def install_folder(target, build, complete=None):
     if complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _install_lock(target):
+    with install_lock(target) as locked:
         if complete(target):  # another process finished it while this one waited
             return target
         prefix = f".{target.name}.staging-"
-        if fcntl is not None:  # under the lock, other staging folders are from killed runs
+        if locked:  # under the lock, other staging folders are from killed runs
             for stale in target.parent.iterdir():
                 if stale.name.startswith(prefix):
                     shutil.rmtree(stale, ignore_errors=True)
@@ -290,32 +297,47 @@ def install_folder(target, build, complete=None):
     return target
 
 
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL}
+
+
 @contextlib.contextmanager
-def _install_lock(target):
-    """Hold an exclusive lock on installing ``target`` (no lock where ``fcntl`` is missing)."""
-    if fcntl is None:
-        yield
-        return
+def install_lock(target):
+    """Lock the installing of ``target``; yield False where the file system cannot lock."""
+    target = Path(target)
+    fd = _lock_file(target) if fcntl is not None else None
+    try:
+        yield fd is not None
+    finally:
+        if fd is not None:
+            # Still locked, so no one else can be holding this file.
+            target.with_name(f".{target.name}.lock").unlink(missing_ok=True)
+            os.close(fd)
+
+
+def _lock_file(target):
+    """Return a descriptor holding the lock file of ``target``, or None if it cannot be locked."""
     path = target.with_name(f".{target.name}.lock")
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             # The holder before this one removed the file: lock the new one instead.
-            try:
-                current = os.path.samestat(os.fstat(fd), os.stat(path))
-            except FileNotFoundError:
-                current = False
+            current = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            current = False
+        except OSError as e:
+            os.close(fd)
+            if e.errno in _NO_LOCKS:
+                # Some network and FUSE file systems (a mounted Drive) cannot lock: go on
+                # unlocked, as on Windows, rather than refuse to install anything.
+                path.unlink(missing_ok=True)
+                return None
+            raise
         except BaseException:
             os.close(fd)
             raise
         if current:
-            break
-        os.close(fd)
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)  # still locked, so no one else can be holding this file
+            return fd
         os.close(fd)
 
 

@@ -59,7 +59,12 @@ _OUR_FILES = {"grades.csv", "grades.json"}
 _CONFIG_MODULES = frozenset({
     "keras.layers", "keras.initializers", "keras.regularizers", "keras.constraints",
     "keras.optimizers", "keras.optimizers.schedules", "keras.losses", "keras.metrics",
-    "keras.dtype_policies", "keras.src.models.functional"})
+    "keras.dtype_policies", "keras.src.models.functional",
+    # Tensor operations in a functional model (`up + skip`, `x[..., :8]`, `keras.ops.relu(x)`)
+    # are saved as operation classes from these modules. Their configurations hold only
+    # plain arguments; a function passed to one would appear as a "function", scanned below.
+    "keras.src.ops.numpy", "keras.src.ops.nn", "keras.src.ops.math", "keras.src.ops.image",
+    "keras.src.ops.core", "keras.src.ops.linalg"})
 _TOP_LEVEL_CLASSES = frozenset({"Functional", "Sequential", "Model", "DTypePolicy",
                                 "FloatDTypePolicy"})  # written with module "keras"
 # Keras' encodings of values (tensors, arrays, slices): they name no class to import.

@@ -69,19 +69,37 @@ def show_legend(class_names, ax=None):
     return ax
 
 
+def _label_map(labels):
+    """Return a label map as (H, W), accepting (H, W, 1) as masks often come."""
+    labels = np.asarray(labels)
+    return labels[..., 0] if labels.ndim == 3 and labels.shape[-1] == 1 else labels
+
+
 def panels_figure(image, prediction, truth, class_names, title=None):
-    """Draw image | prediction | ground truth with this image's mean IoU and Dice; return (figure, scores)."""
+    """Draw image | prediction | ground truth with this image's mean IoU and Dice; return (figure, scores).
+
+    With ``prediction=None`` (looking at the data, before there is a model) it draws
+    image | ground truth and returns no scores.
+    """
     import matplotlib.pyplot as plt
 
     n_classes = len(class_names)
-    scores = metrics.segmentation_scores(np.asarray(truth), np.asarray(prediction), n_classes)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
-    panels = [("image", to_uint8(image)), ("prediction", colorize(prediction, n_classes)),
-              ("ground truth", colorize(truth, n_classes))]
+    truth = _label_map(truth)
+    panels = [("image", to_uint8(image))]
+    if prediction is not None:
+        prediction = _label_map(prediction)
+        panels.append(("prediction", colorize(prediction, n_classes)))
+    panels.append(("ground truth", colorize(truth, n_classes)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4))
     for ax, (name, picture) in zip(axes, panels):
         ax.imshow(picture)
         ax.set_title(name)
         ax.axis("off")
+    if prediction is None:
+        if title:
+            fig.suptitle(title)
+        return fig, None
+    scores = metrics.segmentation_scores(truth, prediction, n_classes)
     heading = f"mean IoU {scores.mean_iou:.3f}, mean Dice {scores.mean_dice:.3f}"
     fig.suptitle(f"{title}: {heading}" if title else heading)
     worst = [f"{class_names[c]} {scores.iou[c]:.2f}" for c in np.argsort(scores.iou)
@@ -91,7 +109,7 @@ def panels_figure(image, prediction, truth, class_names, title=None):
 
 
 def show_panels(image, prediction, truth, class_names, title=None):
-    """Show image | prediction | ground truth, titled with this image's mean IoU and Dice."""
+    """Show image | prediction | ground truth, titled with this image's mean IoU and Dice (see ``panels_figure``)."""
     import matplotlib.pyplot as plt
 
     _, scores = panels_figure(image, prediction, truth, class_names, title)

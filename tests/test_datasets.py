@@ -197,9 +197,17 @@ def test_split_pairs_holds_out_a_contiguous_block_of_every_sequence():
     assert datasets.split_pairs(pairs, 0.25, seed=8) != (train, val)
 
 
+def test_split_pairs_treats_names_without_a_sequence_as_one_sequence():
+    names = [f"frame{i:03d}.png" for i in range(10)]  # a mirror that renamed the frames
+    pairs = [(Path("img") / n, Path("lab") / n) for n in names]
+    train, val = datasets.split_pairs(pairs, 0.2, seed=3)
+    held = sorted(names.index(p.name) for p, _ in val)
+    assert len(held) == 2 and held[1] == held[0] + 1 and len(train) == 8
+
+
 def test_split_pairs_refuses_when_nothing_can_be_held_out():
-    pairs = [(Path(f"{seq}_000030.png"), Path(f"{seq}_000030.png")) for seq in ("a", "b")]
-    with pytest.raises(ValueError, match="each sequence needs two"):
+    pairs = [(Path("a_000030.png"), Path("a_000030.png"))]
+    with pytest.raises(ValueError, match="at least two are needed"):
         datasets.split_pairs(pairs, 0.2)
 
 
@@ -267,7 +275,10 @@ def quick_pets(tmp_path_factory):
 
 def test_quick_pets_are_prepared_by_tfds_and_loaded_with_tfds_load(quick_pets):
     folder, splits = quick_pets
-    assert (folder / "oxford_iiit_pet" / "4.0.0" / "dataset_info.json").is_file()
+    prepared = folder / datasets.QUICK_PETS_FOLDER / "oxford_iiit_pet" / "4.0.0"
+    assert (prepared / "dataset_info.json").is_file()
+    # Never in the folder itself, where a full run would take it for the real dataset.
+    assert not (folder / "oxford_iiit_pet").exists()
     assert set(splits) == {"train", "test"}
     generated = {e["file_name"]: e for e in synthetic.pet_examples(2, datasets.PETS_QUICK_SPLITS["test"])}
     shapes, names = set(), set()
@@ -313,6 +324,9 @@ def test_pets_data_dir_uses_a_course_data_dir_that_holds_the_dataset(monkeypatch
     (tmp_path / "oxford_iiit_pet" / "4.0.0").mkdir(parents=True)
     assert datasets.pets_data_dir(quick=False) == tmp_path.resolve()
     assert datasets.pets_data_dir(quick=True) == quick  # generated data never mixes with real
+    assert datasets.pets_data_dir(quick=False, data_dir=tmp_path / "x") == tmp_path / "x"
+    assert datasets.pets_data_dir(quick=True, data_dir=tmp_path / "x") == \
+        tmp_path / "x" / datasets.QUICK_PETS_FOLDER
 
 
 def test_quick_pets_element_spec_equals_the_tfds_builders(quick_pets, tmp_path):

@@ -186,6 +186,34 @@ def test_changed_cached_archive_is_detected(http_dir, small_camvid_zip, tmp_path
         fetch(f"{base}/a.zip", root)
 
 
+def test_a_cached_archive_without_its_record_is_fetched_again(http_dir, small_camvid_zip, tmp_path):
+    folder, base = http_dir
+    (folder / "a.zip").write_bytes(small_camvid_zip.read_bytes())
+    root = tmp_path / "cache"
+    target = fetch(f"{base}/a.zip", root)
+    # A crash between saving the archive and its record: the archive's source is unknown.
+    (target / ".complete").unlink()
+    (root / "downloads/camvid-test/a.zip.json").unlink()
+    cached = root / "downloads/camvid-test/a.zip"
+    cached.write_bytes(b"not the archive the server has")
+    assert fetch(f"{base}/a.zip", root) == target
+    assert cached.read_bytes() == small_camvid_zip.read_bytes()
+
+
+def test_a_cached_archive_that_cannot_be_unpacked_is_reported_as_kept(http_dir, small_camvid_zip,
+                                                                       tmp_path):
+    folder, base = http_dir
+    (folder / "a.zip").write_bytes(small_camvid_zip.read_bytes())
+    root = tmp_path / "cache"
+    target = fetch(f"{base}/a.zip", root)
+    (target / ".complete").unlink()
+    # The archive checks out, but the tree check has become stricter since it was cached.
+    with pytest.raises(download.DataError, match=r"(?s)cached archive .*a\.zip was left as it was"):
+        download.fetch_archive(f"{base}/a.zip", "camvid-test", root=root,
+                               check_tree=lambda tree: datasets.check_camvid_tree(tree, {"train": 9, "test": 9}))
+    assert (root / "downloads/camvid-test/a.zip").is_file()
+
+
 def test_incomplete_extraction_is_redone(http_dir, small_camvid_zip, tmp_path):
     folder, base = http_dir
     (folder / "a.zip").write_bytes(small_camvid_zip.read_bytes())

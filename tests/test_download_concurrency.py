@@ -97,3 +97,24 @@ def test_a_failed_build_leaves_the_old_folder_and_nothing_else(tmp_path):
         raise AssertionError("the build's error was swallowed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["kept.txt"]
+
+
+def test_a_file_system_that_cannot_lock_installs_unlocked_and_spares_other_staging(tmp_path, monkeypatch):
+    import errno
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(download.fcntl, "flock", no_locks)  # as on some network mounts
+    busy = tmp_path / ".model.staging-running"  # maybe another process's build in progress
+    busy.mkdir()
+
+    def build(folder):
+        (folder / ".complete").write_text("done\n")
+
+    with download.install_lock(tmp_path / "model") as locked:
+        assert locked is False
+    target = download.install_folder(tmp_path / "model", build)
+    assert (target / ".complete").is_file()
+    # Unlocked, a staging folder may belong to a live process: it is not deleted; no lock file stays.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.staging-running", "model"]

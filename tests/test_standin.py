@@ -142,7 +142,7 @@ def test_a_stand_in_finished_by_another_process_meanwhile_is_kept(tmp_path):
     target = tmp_path / standin.STANDIN_NAME
     found = []
     # Hold the install lock as another process building the stand-in would.
-    with download._install_lock(target):
+    with download.install_lock(target):
         waiter = threading.Thread(target=lambda: found.append(standin.standin_model_dir(tmp_path)))
         waiter.start()
         time.sleep(0.5)  # let it find no stand-in and wait for the lock

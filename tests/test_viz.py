@@ -70,6 +70,22 @@ def test_show_panels_draws_three_panels_and_reports_the_image_scores():
     plt.close("all")
 
 
+def test_show_panels_without_a_prediction_shows_image_and_truth_only():
+    truth = np.array([[0, 0], [1, 2]])[..., None]  # (H, W, 1), as tfds masks come
+    assert viz.show_panels(np.zeros((2, 2, 3)), None, truth, ["a", "b", "c"], title="data") is None
+    figure = plt.gcf()
+    assert [ax.get_title() for ax in figure.axes] == ["image", "ground truth"]
+    np.testing.assert_array_equal(figure.axes[1].images[0].get_array(), viz.colorize(truth[..., 0], 3))
+    plt.close("all")
+
+
+def test_show_panels_accepts_masks_with_a_channel_axis():
+    truth = np.array([[0, 0], [1, 2]])
+    scores = viz.show_panels(np.zeros((2, 2, 3)), truth, truth[..., None], ["a", "b", "c"])
+    assert scores.mean_iou == 1.0
+    plt.close("all")
+
+
 def test_plot_history_draws_one_axis_per_metric_with_validation_curves():
     viz.plot_history({"loss": [2, 1], "val_loss": [3, 2], "accuracy": [0.1, 0.5]})
     axes = plt.gcf().axes
