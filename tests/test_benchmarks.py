@@ -5,14 +5,21 @@ import sys
 from benchmarks import common, memory, notebooks, pipeline, training
 
 
-def test_pipeline_benchmark_compares_like_for_like_batches(capsys):
+def test_pipeline_benchmark_compares_like_for_like_batches(capsys, monkeypatch):
+    from helpers import datasets
+
+    decodes = []  # load_pair is traced once for each time the PNGs are decoded
+    original = datasets.load_pair
+    monkeypatch.setattr(datasets, "load_pair", lambda *a: decodes.append(1) or original(*a))
     with common.scratch_dir() as folder:
         pairs = common.camvid_frames(folder, 3, height=64, width=96)
         course = next(iter(pipeline.course_pipeline(pairs, (32, 32), 2)))
         ours = next(iter(pipeline.our_pipeline(pairs, (32, 32), 2)))
+        decodes.clear()
         results = pipeline.measure(pairs, (32, 32), 2, epochs=2, cache_dir=folder / "frames")
         saved = list((folder / "frames").glob("frames-32x32-*.npz"))
-    assert len(saved) == 1  # the later run read the frames the first one saved
+    assert len(saved) == 1
+    assert len(decodes) == 1  # the first run decoded; the later run read the saved frames
     assert set(results["ours"]) == set(results["course"]) == {"first", "rerun", "later", "overall"}
     assert course[0].shape == ours[0].shape == (2, 32, 32, 3)
     assert course[1].shape == (2, 32, 32, 12) and ours[1].shape == (2, 32, 32)
@@ -33,7 +40,7 @@ def test_training_benchmark_steps_both_configurations():
 
 def test_memory_benchmark_uses_the_notebooks_full_mode_defaults():
     full = common.notebook_parameters("01_fcn8_camvid.ipynb", quick=False)
-    assert full["IMAGE_SIZE"] == (224, 224) and full["FC_FILTERS"] == 4096
+    assert full["IMAGE_SIZE"] == (192, 256) and full["FC_FILTERS"] == 4096
     assert full["EPOCHS"] <= 170 // 3  # the budget: a third of the course's epochs
     assert common.notebook_parameters("02_unet_pets.ipynb", quick=False)["EPOCHS"] < 10
     result = memory.child("01", toy=True)
