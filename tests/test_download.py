@@ -173,13 +173,19 @@ def test_connection_dropped_mid_transfer_is_reported(small_camvid_zip, tmp_path)
     assert_cache_clean(root)
 
 
-def test_changed_cached_archive_is_detected(http_dir, small_camvid_zip, tmp_path):
+def cached_then_extraction_lost(http_dir, archive, tmp_path):
+    """Fetch a.zip into a cache and lose the extraction: the next fetch starts from the cached archive."""
     folder, base = http_dir
-    (folder / "a.zip").write_bytes(small_camvid_zip.read_bytes())
+    (folder / "a.zip").write_bytes(archive.read_bytes())
     root = tmp_path / "cache"
     target = fetch(f"{base}/a.zip", root)
-    # Lose the extraction and damage the cached archive: the recorded hash catches it.
     (target / ".complete").unlink()
+    return base, root, target
+
+
+def test_changed_cached_archive_is_detected(http_dir, small_camvid_zip, tmp_path):
+    base, root, _ = cached_then_extraction_lost(http_dir, small_camvid_zip, tmp_path)
+    # Damage the cached archive: the recorded hash catches it.
     cached = root / "downloads/camvid-test/a.zip"
     cached.write_bytes(cached.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(download.DataError, match="recorded SHA-256"):
@@ -187,12 +193,8 @@ def test_changed_cached_archive_is_detected(http_dir, small_camvid_zip, tmp_path
 
 
 def test_a_cached_archive_without_its_record_is_fetched_again(http_dir, small_camvid_zip, tmp_path):
-    folder, base = http_dir
-    (folder / "a.zip").write_bytes(small_camvid_zip.read_bytes())
-    root = tmp_path / "cache"
-    target = fetch(f"{base}/a.zip", root)
+    base, root, target = cached_then_extraction_lost(http_dir, small_camvid_zip, tmp_path)
     # A crash between saving the archive and its record: the archive's source is unknown.
-    (target / ".complete").unlink()
     (root / "downloads/camvid-test/a.zip.json").unlink()
     cached = root / "downloads/camvid-test/a.zip"
     cached.write_bytes(b"not the archive the server has")
@@ -202,11 +204,7 @@ def test_a_cached_archive_without_its_record_is_fetched_again(http_dir, small_ca
 
 def test_a_cached_archive_that_cannot_be_unpacked_is_reported_as_kept(http_dir, small_camvid_zip,
                                                                        tmp_path):
-    folder, base = http_dir
-    (folder / "a.zip").write_bytes(small_camvid_zip.read_bytes())
-    root = tmp_path / "cache"
-    target = fetch(f"{base}/a.zip", root)
-    (target / ".complete").unlink()
+    base, root, _ = cached_then_extraction_lost(http_dir, small_camvid_zip, tmp_path)
     # The archive checks out, but the tree check has become stricter since it was cached.
     with pytest.raises(download.DataError, match=r"(?s)cached archive .*a\.zip was left as it was"):
         download.fetch_archive(f"{base}/a.zip", "camvid-test", root=root,
