@@ -168,8 +168,8 @@ def frames_cache_path(pairs, size, cache_dir):
     import hashlib
     import json
 
-    files = [(str(Path(p).resolve()), Path(p).stat().st_size, Path(p).stat().st_mtime_ns)
-             for pair in pairs for p in pair]
+    files = [(str(Path(p).resolve()), info.st_size, info.st_mtime_ns)
+             for pair in pairs for p in pair for info in [Path(p).stat()]]
     key = json.dumps([FRAMES_FORMAT, list(size), files]).encode()
     return Path(cache_dir) / f"frames-{size[0]}x{size[1]}-{hashlib.sha256(key).hexdigest()[:16]}.npz"
 

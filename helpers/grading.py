@@ -46,7 +46,6 @@ INPUT_SHAPE = (*m2nist.IMAGE_SHAPE, 1)
 OUTPUT_SHAPE = (*m2nist.IMAGE_SHAPE, m2nist.N_CLASSES)
 EXIT = {"pass": 0, "fail": 1, "invalid": 2}
 EXIT_CANNOT_GRADE = 3  # the grader's set-up (test data, Keras version), not the submission
-EXIT_NO_DATA = EXIT_CANNOT_GRADE
 MIN_KERAS = (3, 11)  # older Keras has safe_mode bypasses: CVE-2025-1550, -8747, -9906
 MAX_CONFIG_BYTES = 16 << 20  # a course model's config.json is tens of kilobytes
 TIMEOUT = 600  # seconds one submission may take in folder mode

@@ -272,7 +272,7 @@ def test_an_empty_folder_is_exit_2(tmp_path):
 def test_without_test_data_the_grader_exits_3_not_fail(untrained_model, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COURSE_M2NIST_URL", (tmp_path / "missing" / "m2nist.zip").as_uri())
     monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "empty-cache"))
-    assert grading.main([str(untrained_model), "--full"]) == grading.EXIT_NO_DATA
+    assert grading.main([str(untrained_model), "--full"]) == grading.EXIT_CANNOT_GRADE
     assert "test data is not available" in capsys.readouterr().out
 
 
