@@ -1,0 +1,209 @@
+"""Set up and check the machine a notebook runs on: Colab installs, versions, accelerator, noise.
+
+Every notebook (1-4) uses it: the set-up cell calls ``colab_setup`` on Colab, and the cell
+after it calls ``check``, which prints the versions, the accelerator, the mode and the data
+folder, and warns in plain words about what will hurt (a version below the course's floor,
+full mode on a CPU). The decisions are pure functions of a ``Facts`` record, so the tests
+pass the facts in instead of depending on the machine they run on.
+"""
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+
+from helpers import config
+
+# The oldest versions the course supports; pyproject.toml declares the same floors (a test keeps
+# them in step). Keras 3.11 is helpers.grading.MIN_KERAS: older safe_mode can be bypassed.
+FLOORS = {"Python": (3, 10), "TensorFlow": (2, 16), "Keras": (3, 11), "tensorflow-datasets": (4, 9),
+          "tensorflow-hub": (0, 16)}
+DISTRIBUTIONS = {"TensorFlow": "tensorflow", "Keras": "keras",
+                 "tensorflow-datasets": "tensorflow-datasets", "tensorflow-hub": "tensorflow-hub"}
+# What Colab may lack, as pip installs it; Colab's TensorFlow is never replaced.
+COLAB_NEEDS = {"Keras": "keras>=3.11", "tensorflow-datasets": "tensorflow-datasets>=4.9",
+               "tensorflow-hub": "tensorflow-hub>=0.16", "importlib_resources": "importlib_resources"}
+
+# Full mode on this course's 2-core CPU (benchmarks/README.md): what a learner is in for.
+FULL_MODE_ON_CPU = {
+    "01": "up to 50 epochs of about 8 minutes each (12 s per batch of 8): up to 7 hours",
+    "02": "an 800 MB download, then up to 5 epochs of about 100 batches of 32 at several "
+          "seconds each: an hour or more",
+    "03": "tens of seconds per image for the real Mask R-CNN: several minutes for the lab",
+    "04": "up to 20 epochs of about 70 s each: up to 25 minutes",
+}
+LONG_ON_CPU = {"01", "02", "04"}  # notebooks whose full run on a CPU is worth a GPU
+
+# Messages learners cannot act on: TensorFlow's C++ start-up logs (matched line by line) and
+# Keras' warning on every fit of a tf.data.Dataset (a dataset is shuffled in its pipeline).
+STARTUP_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog\(\) is called"
+    r"|failed call to cuInit"
+    r"|Could not find cuda drivers on your machine"
+    r"|oneDNN custom operations are on"
+    r"|This TensorFlow binary is optimized to use available CPU instructions"
+    r"|^To enable the following instructions: .* rebuild TensorFlow"
+    r"|Unable to register cu(DNN|FFT|BLAS) factory"
+    r"|computation placer already registered"
+    r"|TF-TRT Warning: Could not find TensorRT")
+KERAS_SHUFFLE_WARNING = (r"`shuffle=True` was passed, but will be ignored since the data `x` was "
+                         r"provided as a tf\.data\.Dataset")
+
+
+@dataclass
+class Facts:
+    """What the check looks at: versions (None: not installed), accelerator, mode, folder."""
+
+    versions: dict
+    accelerator: str = "CPU"  # "CPU", or a description such as "GPU: Tesla T4" or "TPU"
+    quick: bool = True
+    data_dir: str = ""
+    notebook: str = ""  # "01".."04"
+    cpu_count: int = 0
+
+
+def parse_version(text):
+    """Return the leading (major, minor) of a version string, or None."""
+    found = re.match(r"\s*(\d+)\.(\d+)", str(text or ""))
+    return tuple(int(v) for v in found.groups()) if found else None
+
+
+def installed_version(distribution):
+    """Return an installed distribution's version string, or None."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def missing_on_colab(versions):
+    """Return the pip requirements the course needs that ``versions`` lacks or has too old."""
+    needs = []
+    for name, requirement in COLAB_NEEDS.items():
+        found = parse_version(versions.get(name))
+        floor = FLOORS.get(name)
+        if versions.get(name) is None or (floor and found and found < floor):
+            needs.append(requirement)
+    return needs
+
+
+def colab_setup(checkout):
+    """Install the course's package and whatever Colab lacks, keeping Colab's TensorFlow."""
+    run = [sys.executable, "-m", "pip", "install", "-q"]
+    # The package alone, so that commands such as `python -m helpers.grading` work in a terminal.
+    subprocess.run([*run, "--no-deps", "-e", str(checkout)], check=True)
+    versions = {name: installed_version(dist) for name, dist in
+                {**DISTRIBUTIONS, "importlib_resources": "importlib_resources"}.items()}
+    needs = missing_on_colab(versions)
+    if not needs:
+        print("Colab already has every package the course needs; nothing installed.")
+        return needs
+    keep = [f"tensorflow=={versions['TensorFlow']}"] if versions["TensorFlow"] else []
+    subprocess.run([*run, *needs, *keep], check=True)  # pinning TF: pip may not swap it
+    print("Installed:", ", ".join(needs), "(Colab's TensorFlow is unchanged)")
+    if "Keras" in " ".join(needs) and "keras" in sys.modules:
+        print("Keras was already imported: restart the session (Runtime > Restart session).")
+    return needs
+
+
+def quiet():
+    """Silence the start-up logs and warnings learners cannot act on; keep all others."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines
+    warnings.filterwarnings("ignore", message=KERAS_SHUFFLE_WARNING)
+
+
+@contextlib.contextmanager
+def filtered_stderr(noise=STARTUP_NOISE):
+    """Hold back what C++ code writes to stderr; pass on every line that is not ``noise``."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines()
+                    if line.strip() and not noise.search(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
+
+
+def gather(notebook=""):
+    """Return the Facts of this machine (importing TensorFlow quietly)."""
+    quiet()
+    with filtered_stderr():
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        names = []
+        for gpu in gpus:
+            try:
+                names.append(tf.config.experimental.get_device_details(gpu).get("device_name"))
+            except Exception:  # details are best effort; the count is what matters
+                names.append(None)
+    from helpers import distribute
+
+    if gpus:
+        accelerator = f"GPU: {', '.join(n or g.name for n, g in zip(names, gpus))}"
+    elif distribute._tpu_attached() or os.environ.get("COLAB_TPU_ADDR"):
+        accelerator = "TPU"
+    else:
+        accelerator = "CPU"
+    versions = {"Python": ".".join(map(str, sys.version_info[:3]))}
+    versions.update({name: installed_version(dist) for name, dist in DISTRIBUTIONS.items()})
+    return Facts(versions=versions, accelerator=accelerator, quick=config.quick_mode(),
+                 data_dir=str(config.data_dir()), notebook=notebook, cpu_count=os.cpu_count() or 0)
+
+
+def problems(facts):
+    """Return plain-words warnings about what will hurt on the machine ``facts`` describes."""
+    found = []
+    for name, floor in FLOORS.items():
+        text = facts.versions.get(name)
+        version = parse_version(text)
+        wanted = ".".join(map(str, floor))
+        if text is None:
+            found.append(f"{name} is not installed; the course needs {wanted} or newer "
+                         f"(pip install -r requirements.txt).")
+        elif version is not None and version < floor:
+            found.append(f"{name} {text} is older than the course's floor {wanted}: expect errors; "
+                         f"upgrade it (pip install -r requirements.txt).")
+    if not facts.quick and facts.accelerator == "CPU":
+        cost = FULL_MODE_ON_CPU.get(facts.notebook)
+        if facts.notebook in LONG_ON_CPU or cost is None:
+            found.append(f"Full mode on a CPU is slow: {cost or 'hours of training'} (measured on 2 cores). "
+                         "Use a GPU runtime (on Colab: Runtime > Change runtime type), or set "
+                         "COURSE_QUICK=1 for a run of a few minutes on small generated data.")
+        else:
+            found.append(f"No GPU: {cost}. A GPU runtime brings that to about a second per image.")
+    return found
+
+
+def report(facts):
+    """Return the environment check's text for ``facts``."""
+    v = facts.versions
+    cores = f", {facts.cpu_count} cores" if facts.cpu_count else ""
+    mode = "quick (small generated data)" if facts.quick else "full (real data)"
+    lines = [f"Python {v.get('Python')}, TensorFlow {v.get('TensorFlow')}, Keras {v.get('Keras')}, "
+             f"tfds {v.get('tensorflow-datasets')}, TF Hub {v.get('tensorflow-hub')}",
+             f"Accelerator: {facts.accelerator}{cores if facts.accelerator == 'CPU' else ''}",
+             f"Mode: {mode}; data folder: {facts.data_dir}"]
+    lines += [f"WARNING: {problem}" for problem in problems(facts)]
+    return "\n".join(lines)
+
+
+def check(notebook=""):
+    """Print the environment check for notebook ``notebook`` ("01".."04")."""
+    print(report(gather(notebook)))
