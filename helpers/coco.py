@@ -41,9 +41,3 @@ def class_name(value, label_map=None):
     label_map = COCO_2017_LABELS if label_map is None else label_map
     number = class_id(value)
     return label_map.get(number, f"id {number} (unknown)")
-
-
-def class_ids_by_name(label_map=None):
-    """Return the inverse label map, name -> id (notebook 3 uses it to look up classes)."""
-    label_map = COCO_2017_LABELS if label_map is None else label_map
-    return {name: number for number, name in label_map.items()}

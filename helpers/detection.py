@@ -11,40 +11,22 @@ Conventions of the TF Hub detection models (the Object Detection API's), kept he
 """
 
 import contextlib
-import hashlib
 import os
 import urllib.parse
-import urllib.request
-import warnings
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from helpers import coco, config, download, metrics, standin, viz
+# Loading images is the download layer's job and drawing is viz's; notebook 3 reaches them here.
+from helpers.download import TEST_IMAGES, load_image  # noqa: F401
+from helpers.viz import annotate, instance_colours, show_detections  # noqa: F401
 
 MASK_RCNN_HANDLE = "https://tfhub.dev/tensorflow/mask_rcnn/inception_resnet_v2_1024x1024/1"
 HANDLE_VARIABLE = "COURSE_MASKRCNN_HANDLE"
 OUTPUT_KEYS = ("detection_boxes", "detection_classes", "detection_scores", "detection_masks",
                "num_detections")
-
-# The course's test images. The first two are the Object Detection API's test images; the
-# Wikimedia photos are those of TensorFlow Hub's object detection tutorial. These URLs cannot
-# be checked offline: if one stops working, notebook 3 reports that image and goes on.
-TEST_IMAGES = {
-    "dogs": "https://raw.githubusercontent.com/tensorflow/models/master/research/"
-            "object_detection/test_images/image1.jpg",
-    "beach": "https://raw.githubusercontent.com/tensorflow/models/master/research/"
-             "object_detection/test_images/image2.jpg",
-    # By Heiko Gorski, https://commons.wikimedia.org/wiki/File:Naxos_Taverna.jpg
-    "taverna": "https://upload.wikimedia.org/wikipedia/commons/6/60/Naxos_Taverna.jpg",
-    # By Américo Toledano, https://commons.wikimedia.org/wiki/File:Biblioteca_Maim%C3%B3nides,
-    # _Campus_Universitario_de_Rabanales_007.jpg (Wikimedia's 1024-pixel rendering)
-    "library": "https://upload.wikimedia.org/wikipedia/commons/thumb/0/0d/"
-               "Biblioteca_Maim%C3%B3nides%2C_Campus_Universitario_de_Rabanales_007.jpg/"
-               "1024px-Biblioteca_Maim%C3%B3nides%2C_Campus_Universitario_de_Rabanales_007.jpg",
-}
 
 
 def use_course_tfhub_cache():
@@ -52,21 +34,6 @@ def use_course_tfhub_cache():
     if not os.environ.get("TFHUB_CACHE_DIR", "").strip():
         os.environ["TFHUB_CACHE_DIR"] = str(config.data_dir() / "tfhub_modules")
     return Path(os.environ["TFHUB_CACHE_DIR"])
-
-
-def _is_url(text):
-    return urllib.parse.urlsplit(str(text)).scheme in ("http", "https", "gs")
-
-
-def _local_path(text):
-    """Return the path that a ``file://`` URL or a plain path (``~`` expanded) names."""
-    if not text.startswith("file://"):
-        return Path(text).expanduser()
-    parts = urllib.parse.urlsplit(text)
-    if parts.netloc not in ("", "localhost"):
-        raise ValueError(f"{text} names a file on the computer {parts.netloc!r}; give a "
-                         "file:///... URL or a path on this computer.")
-    return Path(urllib.request.url2pathname(parts.path))
 
 
 def model_handle(handle=None, quick=None):
@@ -77,9 +44,9 @@ def model_handle(handle=None, quick=None):
     """
     handle = str(handle or os.environ.get(HANDLE_VARIABLE, "").strip() or "")
     if handle:
-        if _is_url(handle):
-            return handle
-        path = _local_path(handle)
+        if urllib.parse.urlsplit(handle).scheme in ("http", "https", "gs"):
+            return handle  # TF Hub fetches these itself
+        path = download.local_path(handle)
         if not (path / "saved_model.pb").is_file():
             raise ValueError(
                 f"{handle} is not a SavedModel folder (it has no saved_model.pb). Set "
@@ -103,72 +70,6 @@ def explain_load_errors(handle):
             f"  Local:   download the model's archive by hand, extract it and set {HANDLE_VARIABLE} "
             "to that folder\n"
             f"{download.offline_hint('the lab with its stand-in model')}") from e
-
-
-def _cached_image_path(url):
-    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
-    name = urllib.parse.unquote(PurePosixPath(urllib.parse.urlsplit(url).path).name or "image")
-    # An encoded "/" (%2F) must not lead the file out of the cache folder.
-    name = name.replace("/", "_").replace("\\", "_").lstrip(".") or "image"
-    return config.data_dir() / "downloads" / "images" / f"{digest}-{name}"
-
-
-def _fetch_image(url, timeout):
-    """Download an image URL once into the data cache (validated before it is kept)."""
-    target = _cached_image_path(url)
-    if target.is_file():
-        return target
-
-    def fetch(part):
-        with open(part, "wb") as out:
-            download.download_to(url, out, f"the image {url}", target, timeout=timeout)
-        _decode(part, url)  # a web page or a truncated file is never cached
-
-    return download.write_atomically(target, fetch)
-
-
-def _decode(path, source):
-    """Open an image file as an RGB PIL image; convert grey and transparent images."""
-    try:
-        with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened)  # photos from phones are often rotated
-            image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        with open(path, "rb") as f:
-            start = f.read(16)
-        raise download.DataError(
-            f"{source} is not an image that Pillow can read (its first bytes are {start!r}); "
-            "a web page or an error message instead of the image file?") from e
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        raise download.DataError(f"{source} has {image.mode} pixels (16-bit or floating point); "
-                                 "save it as an 8-bit RGB JPEG or PNG first.")
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
-        warnings.warn(f"{source} has transparency; composited over white for the model.",
-                      stacklevel=3)
-        rgba = image.convert("RGBA")
-        image = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image.alpha_composite(rgba)
-    elif image.mode in ("L", "1"):
-        warnings.warn(f"{source} is greyscale; its channel is repeated into R, G and B.",
-                      stacklevel=3)
-    return image.convert("RGB")
-
-
-def load_image(source, max_side=None, timeout=60):
-    """Load an image from a path or URL as a uint8 array of shape (1, H, W, 3)."""
-    source = str(source)
-    if urllib.parse.urlsplit(source).scheme in ("http", "https"):
-        path = _fetch_image(source, timeout)
-    else:
-        path = _local_path(source)
-    if not path.is_file():
-        raise download.DataError(f"No image file at {path}.")
-    image = _decode(path, source)
-    if max_side is not None and max(image.size) > max_side:
-        scale = max_side / max(image.size)
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.LANCZOS)
-    return np.asarray(image, dtype=np.uint8)[None]
 
 
 def _interpolation(lo, hi, n_out, n_in):
@@ -306,55 +207,6 @@ def detect(model, image):
         raise ValueError(f"The model takes one uint8 RGB image of shape (1, H, W, 3), got "
                          f"{image.dtype} {image.shape}; use load_image.")
     return {key: value.numpy() for key, value in model(tf.constant(image)).items()}
-
-
-def instance_colours(n):
-    """Return n distinct RGB uint8 colours, one per detected instance."""
-    return viz.palette(max(n, 1))[:n]
-
-
-def annotate(image, detections, alpha=0.5, thickness=None):
-    """Return a uint8 copy of the image with coloured, semi-transparent masks and box outlines."""
-    image = np.asarray(image)
-    if image.ndim == 4 and image.shape[0] == 1:
-        image = image[0]
-    image = viz.to_uint8(image)
-    if image.shape[:2] != detections.masks.shape[1:]:
-        raise ValueError(f"The image {image.shape[:2]} and the masks {detections.masks.shape[1:]} "
-                         "differ in size.")
-    height, width = image.shape[:2]
-    thickness = thickness or max(1, round(min(height, width) / 250))
-    out = image.astype(np.float32)
-    colours = instance_colours(len(detections)).astype(np.float32)
-    for mask, colour in zip(detections.masks, colours):
-        out[mask] = (1 - alpha) * out[mask] + alpha * colour
-    for (top, left, bottom, right), colour in zip(detections.pixel_boxes(), colours):
-        top, bottom = np.clip([top, bottom], 0, height - 1)
-        left, right = np.clip([left, right], 0, width - 1)
-        t = thickness
-        out[top:min(top + t, bottom + 1), left:right + 1] = colour
-        out[max(bottom - t + 1, top):bottom + 1, left:right + 1] = colour
-        out[top:bottom + 1, left:min(left + t, right + 1)] = colour
-        out[top:bottom + 1, max(right - t + 1, left):right + 1] = colour
-    return np.round(out).astype(np.uint8)
-
-
-def show_detections(image, detections, label_map=None, ax=None, title=None, alpha=0.5):
-    """Draw the annotated image with each detection's class name and score; return the axes."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(10, 7))
-    ax.imshow(annotate(image, detections, alpha))
-    colours = instance_colours(len(detections)) / 255.0
-    for name, score, (top, left, _, _), colour in zip(detections.names(label_map),
-                                                      detections.scores,
-                                                      detections.pixel_boxes(), colours):
-        ax.text(left, top, f"{name} {score:.0%}", fontsize=9, color="white", va="bottom",
-                bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "edgecolor": "none"})
-    ax.set_title(title or f"{len(detections)} detection(s)")
-    ax.axis("off")
-    return ax
 
 
 def iou_matrix(masks_a, masks_b):

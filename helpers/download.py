@@ -1,4 +1,4 @@
-"""Download, verify and safely extract dataset archives into the course cache.
+"""Download, verify and safely extract dataset archives and images into the course cache.
 
 Every step works on temporary paths and renames only after validation, so a failed,
 partial or corrupt download never leaves anything in the cache that a later run would
@@ -17,8 +17,12 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from helpers import config
 
@@ -365,3 +369,111 @@ def _unpack(source, tree, check_tree, what, url, mirror_var=None):
         if mirror_var:
             lines.append(_mirror_hint(mirror_var))
         raise DataError("\n".join(lines)) from e
+
+
+# Images (notebook 3): fetched once by URL into downloads/images/, or read from disk.
+
+# The course's test images. The first two are the Object Detection API's test images; the
+# Wikimedia photos are those of TensorFlow Hub's object detection tutorial. These URLs cannot
+# be checked offline: if one stops working, notebook 3 reports that image and goes on.
+TEST_IMAGES = {
+    "dogs": "https://raw.githubusercontent.com/tensorflow/models/master/research/"
+            "object_detection/test_images/image1.jpg",
+    "beach": "https://raw.githubusercontent.com/tensorflow/models/master/research/"
+             "object_detection/test_images/image2.jpg",
+    # By Heiko Gorski, https://commons.wikimedia.org/wiki/File:Naxos_Taverna.jpg
+    "taverna": "https://upload.wikimedia.org/wikipedia/commons/6/60/Naxos_Taverna.jpg",
+    # By Américo Toledano, https://commons.wikimedia.org/wiki/File:Biblioteca_Maim%C3%B3nides,
+    # _Campus_Universitario_de_Rabanales_007.jpg (Wikimedia's 1024-pixel rendering)
+    "library": "https://upload.wikimedia.org/wikipedia/commons/thumb/0/0d/"
+               "Biblioteca_Maim%C3%B3nides%2C_Campus_Universitario_de_Rabanales_007.jpg/"
+               "1024px-Biblioteca_Maim%C3%B3nides%2C_Campus_Universitario_de_Rabanales_007.jpg",
+}
+
+
+
+def _is_url(text):
+    """Return True for what ``load_image`` downloads: an http or https URL."""
+    return urllib.parse.urlsplit(str(text)).scheme in ("http", "https")
+
+
+def local_path(text):
+    """Return the path that a ``file://`` URL or a plain path (``~`` expanded) names."""
+    if not text.startswith("file://"):
+        return Path(text).expanduser()
+    parts = urllib.parse.urlsplit(text)
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(f"{text} names a file on the computer {parts.netloc!r}; give a "
+                         "file:///... URL or a path on this computer.")
+    return Path(urllib.request.url2pathname(parts.path))
+
+
+def _cached_image_path(url):
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    name = urllib.parse.unquote(PurePosixPath(urllib.parse.urlsplit(url).path).name or "image")
+    # An encoded "/" (%2F) must not lead the file out of the cache folder.
+    name = name.replace("/", "_").replace("\\", "_").lstrip(".") or "image"
+    return config.data_dir() / "downloads" / "images" / f"{digest}-{name}"
+
+
+def _fetch_image(url, timeout):
+    """Download an image URL once into the data cache (validated before it is kept)."""
+    target = _cached_image_path(url)
+    if target.is_file():
+        return target
+
+    def fetch(part):
+        with open(part, "wb") as out:
+            download_to(url, out, f"the image {url}", target, timeout=timeout)
+        _decode(part, url)  # a web page or a truncated file is never cached
+
+    return write_atomically(target, fetch)
+
+
+def _decode(path, source):
+    """Open an image file as an RGB PIL image; convert grey and transparent images."""
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)  # photos from phones are often rotated
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        with open(path, "rb") as f:
+            start = f.read(16)
+        raise DataError(
+            f"{source} is not an image that Pillow can read (its first bytes are {start!r}); "
+            "a web page or an error message instead of the image file?") from e
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        raise DataError(f"{source} has {image.mode} pixels (16-bit or floating point); "
+                        "save it as an 8-bit RGB JPEG or PNG first.")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        warnings.warn(f"{source} has transparency; composited over white for the model.",
+                      stacklevel=3)
+        rgba = image.convert("RGBA")
+        image = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image.alpha_composite(rgba)
+    elif image.mode in ("L", "1"):
+        warnings.warn(f"{source} is greyscale; its channel is repeated into R, G and B.",
+                      stacklevel=3)
+    return image.convert("RGB")
+
+
+def load_image(source, max_side=None, timeout=60):
+    """Load an image from a path, a ``file://`` or an http(s) URL as a uint8 array (1, H, W, 3)."""
+    source = str(source)
+    scheme = urllib.parse.urlsplit(source).scheme
+    if _is_url(source):
+        path = _fetch_image(source, timeout)
+    elif "://" in source and scheme != "file":
+        raise DataError(
+            f"{source}: load_image reads paths, file:// and http(s) URLs, not {scheme}:// ones. "
+            "Copy the image to this computer first (for gs://: gsutil cp, or tf.io.gfile.copy).")
+    else:
+        path = local_path(source)
+    if not path.is_file():
+        raise DataError(f"No image file at {path}.")
+    image = _decode(path, source)
+    if max_side is not None and max(image.size) > max_side:
+        scale = max_side / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.LANCZOS)
+    return np.asarray(image, dtype=np.uint8)[None]

@@ -1,6 +1,7 @@
-"""Draw label maps, prediction panels, training curves and a prediction browser.
+"""Draw label maps, prediction panels, training curves, a prediction browser and detections.
 
-First used in notebook 1; every notebook shows its results with these.
+First used in notebook 1; every notebook shows its results with these (notebook 3 its
+instances, through ``annotate`` and ``show_detections``).
 """
 
 import numpy as np
@@ -127,6 +128,58 @@ def figure_png(fig):
     fig.savefig(buffer, format="png", bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def instance_colours(n):
+    """Return n distinct RGB uint8 colours, one per detected instance."""
+    return palette(max(n, 1))[:n]
+
+
+def annotate(image, detections, alpha=0.5, thickness=None):
+    """Return a uint8 copy of the image with coloured, semi-transparent masks and box outlines.
+
+    ``detections`` is a ``detection.Detections``: full-image masks, boxes, names and scores.
+    """
+    image = np.asarray(image)
+    if image.ndim == 4 and image.shape[0] == 1:
+        image = image[0]
+    image = to_uint8(image)
+    if image.shape[:2] != detections.masks.shape[1:]:
+        raise ValueError(f"The image {image.shape[:2]} and the masks {detections.masks.shape[1:]} "
+                         "differ in size.")
+    height, width = image.shape[:2]
+    thickness = thickness or max(1, round(min(height, width) / 250))
+    out = image.astype(np.float32)
+    colours = instance_colours(len(detections)).astype(np.float32)
+    for mask, colour in zip(detections.masks, colours):
+        out[mask] = (1 - alpha) * out[mask] + alpha * colour
+    for (top, left, bottom, right), colour in zip(detections.pixel_boxes(), colours):
+        top, bottom = np.clip([top, bottom], 0, height - 1)
+        left, right = np.clip([left, right], 0, width - 1)
+        t = thickness
+        out[top:min(top + t, bottom + 1), left:right + 1] = colour
+        out[max(bottom - t + 1, top):bottom + 1, left:right + 1] = colour
+        out[top:bottom + 1, left:min(left + t, right + 1)] = colour
+        out[top:bottom + 1, max(right - t + 1, left):right + 1] = colour
+    return np.round(out).astype(np.uint8)
+
+
+def show_detections(image, detections, label_map=None, ax=None, title=None, alpha=0.5):
+    """Draw the annotated image with each detection's class name and score; return the axes."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 7))
+    ax.imshow(annotate(image, detections, alpha))
+    colours = instance_colours(len(detections)) / 255.0
+    for name, score, (top, left, _, _), colour in zip(detections.names(label_map),
+                                                      detections.scores,
+                                                      detections.pixel_boxes(), colours):
+        ax.text(left, top, f"{name} {score:.0%}", fontsize=9, color="white", va="bottom",
+                bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "edgecolor": "none"})
+    ax.set_title(title or f"{len(detections)} detection(s)")
+    ax.axis("off")
+    return ax
 
 
 def plot_history(history, metric_names=("loss", "accuracy")):

@@ -2,12 +2,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from helpers import coco, config, detection, download  # noqa: E402
+from helpers import coco, config, detection, download, viz  # noqa: E402
 from helpers.download import DataError  # noqa: E402
 
 
@@ -112,111 +110,8 @@ def test_class_lookups_accept_model_floats_and_name_unknown_ids():
     assert coco.class_name(np.float32(18.0)) == "dog"
     assert coco.class_name(12) == "id 12 (unknown)"
     assert coco.class_name(2, {2: "pet"}) == "pet"
-    assert coco.class_ids_by_name()["teddy bear"] == 88
     with pytest.raises(ValueError, match="whole number"):
         coco.class_id(1.5)
-
-
-# --- Loading images -----------------------------------------------------------------------
-
-def _photo(height=30, width=40):
-    rng = np.random.default_rng(3)
-    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-def test_load_image_reads_a_path_as_one_uint8_batch(tmp_path):
-    pixels = _photo()
-    Image.fromarray(pixels).save(tmp_path / "a.png")
-    for source in (tmp_path / "a.png", str(tmp_path / "a.png"), (tmp_path / "a.png").as_uri()):
-        image = detection.load_image(source)
-        assert image.shape == (1, 30, 40, 3) and image.dtype == np.uint8
-        np.testing.assert_array_equal(image[0], pixels)
-
-
-def test_file_urls_name_local_files_for_images_and_models(tmp_path, monkeypatch):
-    folder = tmp_path / "a folder%20with spaces"
-    folder.mkdir()
-    Image.fromarray(_photo()).save(folder / "a b.png")
-    (folder / "saved_model.pb").write_bytes(b"")
-    assert detection.load_image((folder / "a b.png").as_uri()).shape == (1, 30, 40, 3)
-    assert detection.load_image(f"file://localhost{folder.as_uri()[7:]}/a%20b.png").shape[0] == 1
-    assert detection.model_handle(folder.as_uri()) == str(folder.resolve())
-    # A file URL naming another computer is refused, not read from this one's disk.
-    remote = f"file://fileserver{folder.as_uri()[7:]}"
-    with pytest.raises(ValueError, match="fileserver"):
-        detection.load_image(remote + "/a%20b.png")
-    monkeypatch.delenv(detection.HANDLE_VARIABLE, raising=False)
-    with pytest.raises(ValueError, match="fileserver"):
-        detection.model_handle(remote)
-
-
-def test_load_image_converts_grey_and_transparent_images_with_a_warning(tmp_path):
-    grey = np.arange(30 * 40, dtype=np.uint8).reshape(30, 40)
-    Image.fromarray(grey).save(tmp_path / "grey.png")
-    with pytest.warns(UserWarning, match="greyscale"):
-        image = detection.load_image(tmp_path / "grey.png")
-    assert image.shape == (1, 30, 40, 3)
-    for channel in range(3):
-        np.testing.assert_array_equal(image[0, ..., channel], grey)
-
-    rgba = np.zeros((30, 40, 4), np.uint8)
-    rgba[..., :3] = (200, 10, 10)
-    rgba[:, 20:, 3] = 255  # left half transparent, right half opaque red
-    Image.fromarray(rgba).save(tmp_path / "rgba.png")
-    with pytest.warns(UserWarning, match="transparency"):
-        image = detection.load_image(tmp_path / "rgba.png")
-    assert (image[0, :, :20] == 255).all()
-    assert (image[0, :, 20:] == (200, 10, 10)).all()
-
-
-def test_load_image_refuses_what_is_not_an_8_bit_image(tmp_path):
-    (tmp_path / "page.jpg").write_text("<!DOCTYPE html><html>Not found</html>")
-    with pytest.raises(DataError, match="not an image.*DOCTYPE"):
-        detection.load_image(tmp_path / "page.jpg")
-    Image.fromarray(np.full((4, 4), 40000, np.uint16)).save(tmp_path / "deep.png")
-    with pytest.raises(DataError, match="16-bit"):
-        detection.load_image(tmp_path / "deep.png")
-    with pytest.raises(DataError, match="No image file"):
-        detection.load_image(tmp_path / "missing.jpg")
-
-
-def test_load_image_shrinks_large_images_keeping_their_shape(tmp_path):
-    Image.fromarray(_photo(300, 400)).save(tmp_path / "big.png")
-    assert detection.load_image(tmp_path / "big.png", max_side=100).shape == (1, 75, 100, 3)
-    assert detection.load_image(tmp_path / "big.png", max_side=1000).shape == (1, 300, 400, 3)
-
-
-def test_load_image_downloads_a_url_once_into_the_cache(http_dir):
-    folder, base_url = http_dir
-    pixels = _photo()
-    Image.fromarray(pixels).save(folder / "photo.png")
-    url = f"{base_url}/photo.png"
-    np.testing.assert_array_equal(detection.load_image(url)[0], pixels)
-    cached = list((config.data_dir() / "downloads" / "images").glob("*-photo.png"))
-    assert any(p.read_bytes() == (folder / "photo.png").read_bytes() for p in cached)
-    (folder / "photo.png").unlink()  # the second load must come from the cache
-    np.testing.assert_array_equal(detection.load_image(url)[0], pixels)
-
-
-def test_an_encoded_slash_in_a_url_cannot_move_the_cached_image():
-    images = config.data_dir() / "downloads" / "images"
-    for url in ("https://example.org/..%2F..%2Fescape.png", "https://example.org/a%5C..%5Cb.png",
-                "https://example.org/"):
-        path = detection._cached_image_path(url)
-        assert path.parent == images and path.resolve().parent == images.resolve(), path
-
-
-def test_load_image_explains_urls_that_fail_and_caches_nothing(http_dir):
-    folder, base_url = http_dir
-    with pytest.raises(DataError, match="(?s)Could not download.*missing.jpg.*HTTP 404"):
-        detection.load_image(f"{base_url}/missing.jpg")
-    (folder / "page.jpg").write_text("<html>a login page</html>")
-    with pytest.raises(DataError, match="not an image"):
-        detection.load_image(f"{base_url}/page.jpg")
-    with pytest.raises(DataError, match="Could not download"):
-        detection.load_image("http://127.0.0.1:9/nothing-listens-here.jpg", timeout=5)
-    cached = [p.name for p in (config.data_dir() / "downloads" / "images").iterdir()]
-    assert not [n for n in cached if "missing" in n or "page" in n or n.startswith(".")]  # no temp file left
 
 
 # --- Filtering and drawing detections -----------------------------------------------------
@@ -272,33 +167,6 @@ def test_the_table_lists_class_score_box_and_area():
     assert "no detection" in detection.filter_detections(_outputs(), (21, 31), 0.99).table()
 
 
-def test_annotate_changes_pixels_only_on_masks_and_box_outlines():
-    image = np.full((21, 31, 3), 100, np.uint8)
-    found = detection.filter_detections(_outputs(), (21, 31))
-    drawn = detection.annotate(image[None], found, alpha=0.5, thickness=1)
-    assert drawn.shape == (21, 31, 3) and drawn.dtype == np.uint8
-    outline = np.zeros((21, 31), bool)
-    for top, left, bottom, right in found.pixel_boxes():
-        outline[top:bottom + 1, [left, right]] = True
-        outline[[top, bottom], left:right + 1] = True
-    changed = (drawn != image).any(-1)
-    assert not (changed & ~(found.masks.any(0) | outline)).any()
-    colours = detection.instance_colours(2)
-    inner = found.masks[0] & ~found.masks[1] & ~outline  # blended once, with colour 0
-    np.testing.assert_array_equal(drawn[inner][0], np.round(0.5 * 100 + 0.5 * colours[0].astype(float)))
-    np.testing.assert_array_equal(drawn[5, 8], colours[0])  # a corner of the first box
-    with pytest.raises(ValueError, match="differ in size"):
-        detection.annotate(np.zeros((10, 10, 3), np.uint8), found)
-
-
-def test_show_detections_labels_each_instance_with_class_and_score():
-    found = detection.filter_detections(_outputs(), (21, 31))
-    ax = detection.show_detections(np.zeros((21, 31, 3), np.uint8), found)
-    assert sorted(t.get_text() for t in ax.texts) == ["dog 60%", "kite 90%"]
-    assert ax.images[0].get_array().shape == (21, 31, 3)
-    plt.close("all")
-
-
 def test_match_instances_pairs_best_overlaps_one_to_one():
     true = np.zeros((2, 10, 10), bool)
     true[0, :5, :5] = True
@@ -317,6 +185,21 @@ def test_match_instances_pairs_best_overlaps_one_to_one():
 
 # --- Choosing and loading the model ------------------------------------------------------
 
+def test_file_urls_name_local_model_folders(tmp_path, monkeypatch):
+    folder = tmp_path / "a folder%20with spaces"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(b"")
+    assert detection.model_handle(folder.as_uri()) == str(folder.resolve())
+    # A file URL naming another computer is refused, not read from this one's disk.
+    monkeypatch.delenv(detection.HANDLE_VARIABLE, raising=False)
+    with pytest.raises(ValueError, match="fileserver"):
+        detection.model_handle(f"file://fileserver{folder.as_uri()[7:]}")
+
+
+def test_notebook_3_reaches_image_loading_and_drawing_through_detection():
+    assert detection.load_image is download.load_image and detection.TEST_IMAGES is download.TEST_IMAGES
+    assert detection.show_detections is viz.show_detections and detection.annotate is viz.annotate
+
 def test_the_model_handle_follows_argument_variable_and_mode(monkeypatch, tmp_path):
     monkeypatch.delenv(detection.HANDLE_VARIABLE, raising=False)
     assert detection.model_handle(quick=False) == detection.MASK_RCNN_HANDLE
@@ -327,6 +210,7 @@ def test_the_model_handle_follows_argument_variable_and_mode(monkeypatch, tmp_pa
     assert detection.model_handle() == str(tmp_path.resolve())
     assert detection.model_handle(tmp_path.as_uri()) == str(tmp_path.resolve())
     assert detection.model_handle("https://tfhub.dev/x/1") == "https://tfhub.dev/x/1"
+    assert detection.model_handle("gs://bucket/mask_rcnn") == "gs://bucket/mask_rcnn"  # hub.load reads it
     monkeypatch.setenv(detection.HANDLE_VARIABLE, str(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="not a SavedModel folder.*COURSE_MASKRCNN_HANDLE"):
         detection.model_handle()

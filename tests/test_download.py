@@ -5,10 +5,12 @@ import socket
 import threading
 import zipfile
 
+import numpy as np
 import pytest
+from PIL import Image
 from zip_tools import rewrite_zip
 
-from helpers import datasets, download, synthetic
+from helpers import config, datasets, download, synthetic
 
 
 def fetch(url, root, **kwargs):
@@ -327,3 +329,104 @@ def test_zips_python_cannot_unpack_are_reported(http_dir, tmp_path, kind, local,
     with pytest.raises(download.DataError, match="(?s)cannot unpack.*Nothing was cached"):
         fetch(f"{base}/odd.zip", root)
     assert_cache_clean(root)
+
+
+# --- Images (notebook 3) -------------------------------------------------------------------
+
+def _photo(height=30, width=40):
+    rng = np.random.default_rng(3)
+    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def test_load_image_reads_a_path_as_one_uint8_batch(tmp_path):
+    pixels = _photo()
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    for source in (tmp_path / "a.png", str(tmp_path / "a.png"), (tmp_path / "a.png").as_uri()):
+        image = download.load_image(source)
+        assert image.shape == (1, 30, 40, 3) and image.dtype == np.uint8
+        np.testing.assert_array_equal(image[0], pixels)
+
+
+def test_file_urls_name_local_image_files(tmp_path):
+    folder = tmp_path / "a folder%20with spaces"
+    folder.mkdir()
+    Image.fromarray(_photo()).save(folder / "a b.png")
+    assert download.load_image((folder / "a b.png").as_uri()).shape == (1, 30, 40, 3)
+    assert download.load_image(f"file://localhost{folder.as_uri()[7:]}/a%20b.png").shape[0] == 1
+    # A file URL naming another computer is refused, not read from this one's disk.
+    with pytest.raises(ValueError, match="fileserver"):
+        download.load_image(f"file://fileserver{folder.as_uri()[7:]}/a%20b.png")
+
+
+def test_load_image_refuses_urls_it_cannot_fetch_and_says_what_to_do():
+    with pytest.raises(download.DataError, match="(?s)not gs:// ones.*gsutil cp"):
+        download.load_image("gs://bucket/photo.jpg")
+
+
+def test_load_image_converts_grey_and_transparent_images_with_a_warning(tmp_path):
+    grey = np.arange(30 * 40, dtype=np.uint8).reshape(30, 40)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    with pytest.warns(UserWarning, match="greyscale"):
+        image = download.load_image(tmp_path / "grey.png")
+    assert image.shape == (1, 30, 40, 3)
+    for channel in range(3):
+        np.testing.assert_array_equal(image[0, ..., channel], grey)
+
+    rgba = np.zeros((30, 40, 4), np.uint8)
+    rgba[..., :3] = (200, 10, 10)
+    rgba[:, 20:, 3] = 255  # left half transparent, right half opaque red
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    with pytest.warns(UserWarning, match="transparency"):
+        image = download.load_image(tmp_path / "rgba.png")
+    assert (image[0, :, :20] == 255).all()
+    assert (image[0, :, 20:] == (200, 10, 10)).all()
+
+
+def test_load_image_refuses_what_is_not_an_8_bit_image(tmp_path):
+    (tmp_path / "page.jpg").write_text("<!DOCTYPE html><html>Not found</html>")
+    with pytest.raises(download.DataError, match="not an image.*DOCTYPE"):
+        download.load_image(tmp_path / "page.jpg")
+    Image.fromarray(np.full((4, 4), 40000, np.uint16)).save(tmp_path / "deep.png")
+    with pytest.raises(download.DataError, match="16-bit"):
+        download.load_image(tmp_path / "deep.png")
+    with pytest.raises(download.DataError, match="No image file"):
+        download.load_image(tmp_path / "missing.jpg")
+
+
+def test_load_image_shrinks_large_images_keeping_their_shape(tmp_path):
+    Image.fromarray(_photo(300, 400)).save(tmp_path / "big.png")
+    assert download.load_image(tmp_path / "big.png", max_side=100).shape == (1, 75, 100, 3)
+    assert download.load_image(tmp_path / "big.png", max_side=1000).shape == (1, 300, 400, 3)
+
+
+def test_load_image_downloads_a_url_once_into_the_cache(http_dir):
+    folder, base_url = http_dir
+    pixels = _photo()
+    Image.fromarray(pixels).save(folder / "photo.png")
+    url = f"{base_url}/photo.png"
+    np.testing.assert_array_equal(download.load_image(url)[0], pixels)
+    cached = list((config.data_dir() / "downloads" / "images").glob("*-photo.png"))
+    assert any(p.read_bytes() == (folder / "photo.png").read_bytes() for p in cached)
+    (folder / "photo.png").unlink()  # the second load must come from the cache
+    np.testing.assert_array_equal(download.load_image(url)[0], pixels)
+
+
+def test_an_encoded_slash_in_a_url_cannot_move_the_cached_image():
+    images = config.data_dir() / "downloads" / "images"
+    for url in ("https://example.org/..%2F..%2Fescape.png", "https://example.org/a%5C..%5Cb.png",
+                "https://example.org/"):
+        path = download._cached_image_path(url)
+        assert path.parent == images and path.resolve().parent == images.resolve(), path
+
+
+def test_load_image_explains_urls_that_fail_and_caches_nothing(http_dir):
+    folder, base_url = http_dir
+    with pytest.raises(download.DataError, match="(?s)Could not download.*missing.jpg.*HTTP 404"):
+        download.load_image(f"{base_url}/missing.jpg")
+    (folder / "page.jpg").write_text("<html>a login page</html>")
+    with pytest.raises(download.DataError, match="not an image"):
+        download.load_image(f"{base_url}/page.jpg")
+    with pytest.raises(download.DataError, match="Could not download"):
+        download.load_image("http://127.0.0.1:9/nothing-listens-here.jpg", timeout=5)
+    cached = [p.name for p in (config.data_dir() / "downloads" / "images").iterdir()]
+    assert not [n for n in cached if "missing" in n or "page" in n or n.startswith(".")]  # no temp file left

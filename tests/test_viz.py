@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers import metrics, viz  # noqa: E402
+from helpers import detection, metrics, viz  # noqa: E402
 
 
 def test_palette_has_distinct_colours():
@@ -117,3 +117,41 @@ def test_prediction_browser_needs_matching_non_empty_inputs():
         viz.prediction_browser(np.zeros((4, 2, 2, 3)), labels[:3], labels, ["a", "b"])
     with pytest.raises(ValueError, match="at least one"):
         viz.prediction_browser(np.zeros((0, 2, 2, 3)), labels[:0], labels[:0], ["a", "b"])
+
+# --- Detections (notebook 3) ----------------------------------------------------------------
+
+def _kite_and_dog():
+    """Two detections on a 21x31 image, as detection.filter_detections keeps them."""
+    masks = np.zeros((2, 21, 31), bool)
+    masks[0, 5:16, 8:23] = True
+    masks[1, :11, :16] = True
+    return detection.Detections(
+        boxes=np.array([[0.25, 0.25, 0.75, 0.75], [0.0, 0.0, 0.5, 0.5]], np.float32),
+        class_ids=np.array([38, 18]), scores=np.array([0.9, 0.6], np.float32), masks=masks)
+
+
+def test_annotate_changes_pixels_only_on_masks_and_box_outlines():
+    image = np.full((21, 31, 3), 100, np.uint8)
+    found = _kite_and_dog()
+    drawn = viz.annotate(image[None], found, alpha=0.5, thickness=1)
+    assert drawn.shape == (21, 31, 3) and drawn.dtype == np.uint8
+    outline = np.zeros((21, 31), bool)
+    for top, left, bottom, right in found.pixel_boxes():
+        outline[top:bottom + 1, [left, right]] = True
+        outline[[top, bottom], left:right + 1] = True
+    changed = (drawn != image).any(-1)
+    assert not (changed & ~(found.masks.any(0) | outline)).any()
+    colours = viz.instance_colours(2)
+    inner = found.masks[0] & ~found.masks[1] & ~outline  # blended once, with colour 0
+    np.testing.assert_array_equal(drawn[inner][0], np.round(0.5 * 100 + 0.5 * colours[0].astype(float)))
+    np.testing.assert_array_equal(drawn[5, 8], colours[0])  # a corner of the first box
+    with pytest.raises(ValueError, match="differ in size"):
+        viz.annotate(np.zeros((10, 10, 3), np.uint8), found)
+
+
+def test_show_detections_labels_each_instance_with_class_and_score():
+    found = _kite_and_dog()
+    ax = viz.show_detections(np.zeros((21, 31, 3), np.uint8), found)
+    assert sorted(t.get_text() for t in ax.texts) == ["dog 60%", "kite 90%"]
+    assert ax.images[0].get_array().shape == (21, 31, 3)
+    plt.close("all")
