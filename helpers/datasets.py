@@ -15,17 +15,14 @@ from PIL import Image
 
 from helpers import config, download, synthetic
 
-CAMVID_URL = "https://storage.googleapis.com/learning-datasets/fcnn-dataset.zip"
-# The archive's SHA-256 has not been published with it; until it is pinned here the
-# archive is validated by structure and its hash is recorded on first download.
-CAMVID_SHA256 = None
 CAMVID_CLASSES = (
     "sky", "building", "column/pole", "road", "side walk", "vegetation",
     "traffic light", "fence", "vehicle", "pedestrian", "bicyclist", "void",
 )
-CAMVID_SPLITS = {"train": 367, "test": 101}
-CAMVID_QUICK_SPLITS = {"train": 48, "test": 16}
-CAMVID_FRAME_SIZE = (360, 480)
+# Where CamVid comes from and how many frames it has: its record in the download registry.
+CAMVID_URL = download.DATASETS["camvid"].url
+CAMVID_SPLITS = download.DATASETS["camvid"].counts
+CAMVID_QUICK_SPLITS = download.DATASETS["camvid"].quick_counts
 
 
 def list_pairs(image_dir, label_dir):
@@ -84,26 +81,12 @@ def check_camvid_tree(root, expected_counts=None, n_classes=len(CAMVID_CLASSES))
 
 
 def download_camvid(url=None, quick=None, root=None):
-    """Download (or in quick mode generate) CamVid and return the folder holding ``dataset1``.
+    """Download (or in quick mode generate) CamVid; return the folder holding ``dataset1``.
 
     The source is ``url`` if given, else ``COURSE_CAMVID_URL``, else the official archive
-    (in quick mode: a generated archive in the same layout).
+    (in quick mode: a generated archive in the same layout); see ``download.fetch``.
     """
-    quick = config.quick_mode() if quick is None else quick
-    root = Path(root) if root is not None else config.data_dir()
-    url = download.source_url("camvid", CAMVID_URL, url, quick, lambda: _quick_camvid_archive(root))
-    pinned = CAMVID_SHA256 if (url == CAMVID_URL) else None
-    counts = CAMVID_SPLITS if not quick else None
-    return download.fetch_archive(
-        url, "camvid-quick" if quick else "camvid", sha256=pinned,
-        check_tree=lambda tree: check_camvid_tree(tree, counts),
-        what="the CamVid archive", mirror_var=config.url_variable("camvid"), root=root)
-
-
-def _quick_camvid_archive(root):
-    sizes = {f"n_{split}": count for split, count in CAMVID_QUICK_SPLITS.items()}
-    return download.generated_archive(
-        root, f"camvid-quick-v{synthetic.VERSION}.zip", lambda path: synthetic.write_camvid_archive(path, seed=0, **sizes))
+    return download.fetch("camvid", url, quick, root)
 
 
 def sequence_name(path):

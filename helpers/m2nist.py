@@ -13,18 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers import config, download, synthetic
+from helpers import download, synthetic
 
-M2NIST_URL = "https://storage.googleapis.com/tensorflow-1-public/tensorflow-3-temp/m2nist.zip"
-M2NIST_SHA256 = None  # not pinned yet: validated by structure, its hash recorded on first download
+M2NIST_URL = download.DATASETS["m2nist"].url  # the record in the download registry
 CLASSES = tuple(str(d) for d in range(10)) + ("background",)
 N_CLASSES = len(CLASSES)
 BACKGROUND = 10
 IMAGE_SHAPE = synthetic.M2NIST_SHAPE
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.16, "test": 0.04}  # 4000 / 800 / 200 of 5000
 SPLIT_SEED = 2024
-FULL_COUNT = 5000
-QUICK_COUNT = 1200  # generated in quick mode: 960 / 192 / 48
+FULL_COUNT = download.DATASETS["m2nist"].counts
+QUICK_COUNT = download.DATASETS["m2nist"].quick_counts  # 960 / 192 / 48
 
 
 def _find(tree, name):
@@ -84,21 +83,7 @@ def read_m2nist(tree, expected_count=None):
 
 def download_m2nist(url=None, quick=None, root=None):
     """Download (or in quick mode generate) M2NIST and return its extracted folder."""
-    quick = config.quick_mode() if quick is None else quick
-    root = Path(root) if root is not None else config.data_dir()
-    url = download.source_url("m2nist", M2NIST_URL, url, quick, lambda: _quick_archive(root))
-    pinned = M2NIST_SHA256 if url == M2NIST_URL else None
-    expected = FULL_COUNT if url == M2NIST_URL else None
-    return download.fetch_archive(
-        url, "m2nist-quick" if quick else "m2nist", sha256=pinned,
-        check_tree=lambda tree: read_m2nist(tree, expected),
-        what="the M2NIST archive", mirror_var=config.url_variable("m2nist"), root=root)
-
-
-def _quick_archive(root):
-    return download.generated_archive(
-        root, f"m2nist-quick-v{synthetic.VERSION}.zip",
-        lambda path: synthetic.write_m2nist_archive(path, seed=0, count=QUICK_COUNT))
+    return download.fetch("m2nist", url, quick, root)
 
 
 def split_indices(count, seed=SPLIT_SEED):

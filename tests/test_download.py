@@ -430,3 +430,12 @@ def test_load_image_explains_urls_that_fail_and_caches_nothing(http_dir):
         download.load_image("http://127.0.0.1:9/nothing-listens-here.jpg", timeout=5)
     cached = [p.name for p in (config.data_dir() / "downloads" / "images").iterdir()]
     assert not [n for n in cached if "missing" in n or "page" in n or n.startswith(".")]  # no temp file left
+
+
+def test_every_registered_dataset_names_a_check_that_exists():
+    import importlib
+
+    for name, source in download.DATASETS.items():
+        module, function = source.check.split(".")
+        assert callable(getattr(importlib.import_module(f"helpers.{module}"), function)), name
+        assert source.url.startswith("https://") and source.quick_counts
