@@ -9,6 +9,10 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from helpers import notebook_code
+# The benchmarks train the notebooks' own models (see training.py and memory.py).
+from helpers.notebook_code import notebook_function  # noqa: F401
+
 
 def cpu_model():
     """Return the CPU's model name from /proc/cpuinfo, or the platform's guess."""
@@ -75,24 +79,6 @@ def table(rows, headers):
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-def notebook_function(notebook, name):
-    """Return the function ``name`` as the notebook defines it (so benchmarks train its model)."""
-    import nbformat
-
-    from helpers.run_notebooks import NOTEBOOKS_DIR
-
-    nb = nbformat.read(NOTEBOOKS_DIR / notebook, as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "code" and f"def {name}(" in cell.source:
-            import keras
-            from keras import layers
-
-            namespace = {"keras": keras, "layers": layers}
-            exec(compile(cell.source, f"{notebook}:{name}", "exec"), namespace)
-            return namespace[name]
-    raise LookupError(f"{notebook} defines no function {name}")
-
-
 def peak_rss_mib():
     """Return this process's peak resident set size so far, in MiB."""
     import resource
@@ -120,12 +106,8 @@ def notebook_parameters(notebook, quick=False):
     """Return the defaults of a notebook's ``parameters`` cell in quick or full mode."""
     import types
 
-    import nbformat
-
-    from helpers.run_notebooks import NOTEBOOKS_DIR
-
-    nb = nbformat.read(NOTEBOOKS_DIR / notebook, as_version=4)
-    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell = next(c for c in notebook_code.read_notebook(notebook).cells
+                if "parameters" in c.metadata.get("tags", []))
     namespace = {"config": types.SimpleNamespace(quick_mode=lambda: quick)}
-    exec(compile(cell.source, f"{notebook}:parameters", "exec"), namespace)
+    notebook_code.define(cell.source, namespace, f"{notebook}:parameters")
     return {k: v for k, v in namespace.items() if k.isupper()}

@@ -15,11 +15,11 @@ import ast
 import copy
 import sys
 
+from helpers.notebook_code import END, START, marked_blocks  # noqa: F401 (END: for callers)
 from helpers.run_notebooks import CHECK_MARK, NOTEBOOKS_DIR
 
 SOLUTION = NOTEBOOKS_DIR / "solutions" / "04_m2nist_assignment_solution.ipynb"
 STUDENT = NOTEBOOKS_DIR / "04_m2nist_assignment.ipynb"
-START, END = "### START CODE HERE ###", "### END CODE HERE ###"
 TITLE_SUFFIX = " (solution)"
 
 
@@ -40,13 +40,10 @@ def _placeholder(node, lines):
 def blank_exercises(source):
     """Replace each solution statement between the code markers with its placeholder."""
     lines = source.split("\n")
-    starts = [i + 1 for i, line in enumerate(lines) if line.strip() == START]
-    ends = [i + 1 for i, line in enumerate(lines) if line.strip() == END]
-    if len(starts) != len(ends) or any(not s < e for s, e in zip(starts, ends)):
-        raise ValueError(f"unbalanced code markers in cell:\n{source[:200]}")
+    blocks = marked_blocks(source)
     tree = ast.parse(source)
     replacements = {}
-    for start, end in zip(starts, ends):
+    for start, end in blocks:
         inside = [n for n in ast.walk(tree) if isinstance(n, ast.stmt)
                   and start < n.lineno and n.end_lineno < end]
         def span(node):

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from keras import layers
 
-from helpers import assignment, student_notebook
+from helpers import assignment, notebook_code, student_notebook
 from helpers.student_notebook import END, SOLUTION, START, STUDENT
 
 
@@ -29,9 +29,7 @@ def exercise_blocks(nb):
     for cell in nb.cells:
         if cell.cell_type == "code" and START in cell.source:
             lines = cell.source.split("\n")
-            starts = [i for i, l in enumerate(lines) if l.strip() == START]
-            ends = [i for i, l in enumerate(lines) if l.strip() == END]
-            blocks += ["\n".join(lines[s + 1:e]) for s, e in zip(starts, ends)]
+            blocks += ["\n".join(lines[s:e - 1]) for s, e in notebook_code.marked_blocks(cell.source)]
     return blocks
 
 
@@ -103,13 +101,16 @@ def test_the_generator_refuses_what_it_cannot_blank(cell, message):
 
 
 @pytest.fixture(scope="module")
-def reference():
+def sources(solution):
+    """The source of each exercise function of the solution, by name."""
+    return {name: source for name, source in notebook_code.function_cells(solution).items()
+            if START in source}
+
+
+@pytest.fixture(scope="module")
+def reference(sources):
     """The solution notebook's exercise functions, defined from its cells."""
-    namespace = {"keras": keras, "layers": layers}
-    for cell in nbformat.read(SOLUTION, as_version=4).cells:
-        if cell.cell_type == "code" and cell.source.startswith("def ") and START in cell.source:
-            exec(cell.source, namespace)
-    return namespace
+    return notebook_code.define("\n\n".join(sources.values()))
 
 
 def run_check(check, *args, capsys):
@@ -129,16 +130,7 @@ def test_the_solution_passes_every_model_check(reference, capsys):
 def variant(source, old, new):
     """Define a changed copy of a solution function."""
     assert old in source
-    namespace = {"keras": keras, "layers": layers}
-    exec(source.replace(old, new), namespace)
-    return namespace
-
-
-@pytest.fixture(scope="module")
-def sources():
-    cells = nbformat.read(SOLUTION, as_version=4).cells
-    return {c.source.split("(")[0][4:]: c.source for c in cells
-            if c.cell_type == "code" and c.source.startswith("def ") and START in c.source}
+    return notebook_code.define(source.replace(old, new))
 
 
 @pytest.mark.parametrize("old, new, message", [
