@@ -2,7 +2,7 @@
 
 The names here are a contract that notebooks, tests and users rely on:
 
-- ``COURSE_QUICK=1``: quick mode (small generated data, small images, 1-2 epochs).
+- ``COURSE_QUICK=1``: quick mode (small generated data, small images, a few epochs).
 - ``COURSE_DATA_DIR``: where downloads and extracted data are cached.
 - ``COURSE_<DATASET>_URL`` (e.g. ``COURSE_CAMVID_URL``): a mirror or ``file://`` path.
 

@@ -1,7 +1,7 @@
-"""Model building blocks shared by the notebooks.
+"""Notebook 1's FCN-8 encoder, kept out of the notebook because the benchmarks build it too.
 
-``vgg16_encoder`` is the FCN-8 encoder of notebook 1: keras.applications' VGG-16 with
-ImageNet weights when they can be had, random weights (and a printed note) otherwise.
+``vgg16_encoder``: keras.applications' VGG-16 with ImageNet weights when they can be had,
+random weights (and a printed note) otherwise.
 """
 
 import keras
