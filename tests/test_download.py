@@ -13,7 +13,8 @@ from zip_tools import rewrite_zip
 from helpers import config, datasets, download, synthetic
 
 
-def fetch(url, root, **kwargs):
+def fetch_test_archive(url, root, **kwargs):
+    """Fetch a CamVid-format archive into root/camvid-test through download.fetch_archive."""
     kwargs.setdefault("check_tree", datasets.check_camvid_tree)
     return download.fetch_archive(url, "camvid-test", what="the test archive",
                                   mirror_var="COURSE_CAMVID_URL", root=root, **kwargs)
@@ -31,7 +32,7 @@ def test_fetch_downloads_validates_extracts_and_records_the_hash(http_dir, small
     folder, base = http_dir
     (folder / "fcnn-dataset.zip").write_bytes(small_camvid_zip.read_bytes())
     root = tmp_path / "cache"
-    target = fetch(f"{base}/fcnn-dataset.zip", root)
+    target = fetch_test_archive(f"{base}/fcnn-dataset.zip", root)
     assert target == root / "camvid-test"
     assert len(datasets.camvid_pairs(target, "train")) == 3
     record = json.loads((root / "downloads/camvid-test/fcnn-dataset.zip.json").read_text())
@@ -39,7 +40,7 @@ def test_fetch_downloads_validates_extracts_and_records_the_hash(http_dir, small
     assert record["url"] == f"{base}/fcnn-dataset.zip"
     # Cached: a second call must not need the server.
     (folder / "fcnn-dataset.zip").unlink()
-    assert fetch(f"{base}/fcnn-dataset.zip", root) == target
+    assert fetch_test_archive(f"{base}/fcnn-dataset.zip", root) == target
 
 
 def test_pinned_checksum_is_enforced(http_dir, small_camvid_zip, tmp_path):
@@ -47,10 +48,10 @@ def test_pinned_checksum_is_enforced(http_dir, small_camvid_zip, tmp_path):
     (folder / "a.zip").write_bytes(small_camvid_zip.read_bytes())
     root = tmp_path / "cache"
     with pytest.raises(download.DataError, match="SHA-256"):
-        fetch(f"{base}/a.zip", root, sha256="0" * 64)
+        fetch_test_archive(f"{base}/a.zip", root, sha256="0" * 64)
     assert_cache_clean(root)
     # The right pin passes.
-    fetch(f"{base}/a.zip", root, sha256=download.sha256_file(small_camvid_zip))
+    fetch_test_archive(f"{base}/a.zip", root, sha256=download.sha256_file(small_camvid_zip))
 
 
 def test_truncated_archive_is_rejected_and_not_cached(http_dir, small_camvid_zip, tmp_path):
@@ -59,7 +60,7 @@ def test_truncated_archive_is_rejected_and_not_cached(http_dir, small_camvid_zip
     (folder / "cut.zip").write_bytes(data[: len(data) // 2])
     root = tmp_path / "cache"
     with pytest.raises(download.DataError, match="truncated"):
-        fetch(f"{base}/cut.zip", root)
+        fetch_test_archive(f"{base}/cut.zip", root)
     assert_cache_clean(root)
 
 
@@ -72,7 +73,7 @@ def test_corrupt_member_is_rejected(http_dir, small_camvid_zip, tmp_path):
     (folder / "bad.zip").write_bytes(bytes(data))
     root = tmp_path / "cache"
     with pytest.raises(download.DataError, match="CRC|corrupt"):
-        fetch(f"{base}/bad.zip", root)
+        fetch_test_archive(f"{base}/bad.zip", root)
     assert_cache_clean(root)
 
 
@@ -85,7 +86,7 @@ def test_unsafe_member_paths_are_rejected(http_dir, small_camvid_zip, tmp_path, 
         zf.writestr(evil_name, b"x")
     root = tmp_path / "cache"
     with pytest.raises(download.DataError, match="unsafe"):
-        fetch(f"{base}/evil.zip", root)
+        fetch_test_archive(f"{base}/evil.zip", root)
     assert_cache_clean(root)
     assert not (tmp_path / "escaped.png").exists()
     assert not os.path.exists("/tmp/absolute-escape.png")
@@ -100,7 +101,7 @@ def test_symlink_member_is_rejected(http_dir, small_camvid_zip, tmp_path):
         zf.writestr(info, "/etc/passwd")
     root = tmp_path / "cache"
     with pytest.raises(download.DataError, match="symbolic link"):
-        fetch(f"{base}/link.zip", root)
+        fetch_test_archive(f"{base}/link.zip", root)
     assert_cache_clean(root)
 
 
@@ -114,7 +115,7 @@ def test_structure_mismatch_is_rejected(http_dir, small_camvid_zip, tmp_path, ed
     rewrite_zip(small_camvid_zip, folder / "odd.zip", edit)
     root = tmp_path / "cache"
     with pytest.raises(download.DataError, match=message):
-        fetch(f"{base}/odd.zip", root)
+        fetch_test_archive(f"{base}/odd.zip", root)
     assert_cache_clean(root)
 
 
@@ -123,7 +124,7 @@ def test_wrong_counts_are_rejected(http_dir, small_camvid_zip, tmp_path):
     (folder / "a.zip").write_bytes(small_camvid_zip.read_bytes())
     root = tmp_path / "cache"
     with pytest.raises(download.DataError, match="expected 367"):
-        fetch(f"{base}/a.zip", root,
+        fetch_test_archive(f"{base}/a.zip", root,
               check_tree=lambda t: datasets.check_camvid_tree(t, datasets.CAMVID_SPLITS))
     assert_cache_clean(root)
 
@@ -135,7 +136,7 @@ def test_offline_download_names_url_cache_mirror_and_quick_mode(tmp_path):
     url = f"http://127.0.0.1:{port}/fcnn-dataset.zip"
     root = tmp_path / "cache"
     with pytest.raises(download.DataError) as error:
-        fetch(url, root)
+        fetch_test_archive(url, root)
     message = str(error.value)
     assert url in message
     assert str(root / "downloads" / "camvid-test" / "fcnn-dataset.zip") in message
@@ -147,7 +148,7 @@ def test_http_error_is_reported(http_dir, tmp_path):
     _, base = http_dir
     root = tmp_path / "cache"
     with pytest.raises(download.DataError, match="HTTP 404"):
-        fetch(f"{base}/missing.zip", root)
+        fetch_test_archive(f"{base}/missing.zip", root)
     assert_cache_clean(root)
 
 
@@ -169,7 +170,7 @@ def test_connection_dropped_mid_transfer_is_reported(small_camvid_zip, tmp_path)
     root = tmp_path / "cache"
     try:
         with pytest.raises(download.DataError, match="Could not download"):
-            fetch(f"http://127.0.0.1:{server.server_address[1]}/a.zip", root)
+            fetch_test_archive(f"http://127.0.0.1:{server.server_address[1]}/a.zip", root)
     finally:
         server.server_close()
     assert_cache_clean(root)
@@ -180,7 +181,7 @@ def cached_then_extraction_lost(http_dir, archive, tmp_path):
     folder, base = http_dir
     (folder / "a.zip").write_bytes(archive.read_bytes())
     root = tmp_path / "cache"
-    target = fetch(f"{base}/a.zip", root)
+    target = fetch_test_archive(f"{base}/a.zip", root)
     (target / ".complete").unlink()
     return base, root, target
 
@@ -191,7 +192,7 @@ def test_changed_cached_archive_is_detected(http_dir, small_camvid_zip, tmp_path
     cached = root / "downloads/camvid-test/a.zip"
     cached.write_bytes(cached.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(download.DataError, match="recorded SHA-256"):
-        fetch(f"{base}/a.zip", root)
+        fetch_test_archive(f"{base}/a.zip", root)
 
 
 def test_a_cached_archive_without_its_record_is_fetched_again(http_dir, small_camvid_zip, tmp_path):
@@ -200,7 +201,7 @@ def test_a_cached_archive_without_its_record_is_fetched_again(http_dir, small_ca
     (root / "downloads/camvid-test/a.zip.json").unlink()
     cached = root / "downloads/camvid-test/a.zip"
     cached.write_bytes(b"not the archive the server has")
-    assert fetch(f"{base}/a.zip", root) == target
+    assert fetch_test_archive(f"{base}/a.zip", root) == target
     assert cached.read_bytes() == small_camvid_zip.read_bytes()
 
 
@@ -220,13 +221,13 @@ def test_incomplete_extraction_is_redone(http_dir, small_camvid_zip, tmp_path):
     root = tmp_path / "cache"
     (root / "camvid-test").mkdir(parents=True)
     (root / "camvid-test" / "half-written.png").write_bytes(b"junk")
-    target = fetch(f"{base}/a.zip", root)
+    target = fetch_test_archive(f"{base}/a.zip", root)
     assert not (target / "half-written.png").exists()
     assert (target / ".complete").is_file()
 
 
 def test_file_urls_work_like_downloads(small_camvid_zip, tmp_path):
-    target = fetch(small_camvid_zip.as_uri(), tmp_path / "cache")
+    target = fetch_test_archive(small_camvid_zip.as_uri(), tmp_path / "cache")
     assert len(datasets.camvid_pairs(target, "test")) == 2
 
 
@@ -239,17 +240,17 @@ def test_a_different_url_replaces_the_cache_only_after_it_validates(http_dir, sm
                                            height=32, width=48)
     (folder / "two" / "a.zip").write_bytes(other.read_bytes())
     root = tmp_path / "cache"
-    fetch(f"{base}/one/a.zip", root)
+    fetch_test_archive(f"{base}/one/a.zip", root)
     assert len(datasets.camvid_pairs(root / "camvid-test", "train")) == 3
     # Another mirror: fetched, validated, and only then swapped in (same file name, new data).
-    target = fetch(f"{base}/two/a.zip", root)
+    target = fetch_test_archive(f"{base}/two/a.zip", root)
     assert len(datasets.camvid_pairs(target, "train")) == 4
     assert json.loads((target / ".complete").read_text())["url"] == f"{base}/two/a.zip"
     # A broken mirror leaves the good cache alone.
     (folder / "one" / "a.zip").write_bytes(b"not a zip")
     (root / "downloads/camvid-test/a.zip").unlink()
     with pytest.raises(download.DataError):
-        fetch(f"{base}/one/a.zip", root)
+        fetch_test_archive(f"{base}/one/a.zip", root)
     assert len(datasets.camvid_pairs(target, "train")) == 4
 
 
@@ -273,7 +274,7 @@ def test_an_image_pillow_cannot_read_is_reported_like_other_bad_archives(http_di
                               else d))
     root = tmp_path / "cache"
     with pytest.raises(download.DataError) as error:
-        fetch(f"{base}/html.zip", root)
+        fetch_test_archive(f"{base}/html.zip", root)
     message = str(error.value)
     assert f"{base}/html.zip" in message and "Nothing was cached" in message
     assert "COURSE_CAMVID_URL" in message
@@ -296,7 +297,7 @@ def test_a_member_that_is_both_file_and_folder_is_reported(http_dir, small_camvi
     root = tmp_path / "cache"
     with pytest.raises(download.DataError, match="(?s)clash.zip.*Nothing was cached.*"
                                                  "COURSE_CAMVID_URL"):
-        fetch(f"{base}/clash.zip", root)
+        fetch_test_archive(f"{base}/clash.zip", root)
     assert_cache_clean(root)
 
 
@@ -327,7 +328,7 @@ def test_zips_python_cannot_unpack_are_reported(http_dir, tmp_path, kind, local,
                                                    local, central))
     root = tmp_path / "cache"
     with pytest.raises(download.DataError, match="(?s)cannot unpack.*Nothing was cached"):
-        fetch(f"{base}/odd.zip", root)
+        fetch_test_archive(f"{base}/odd.zip", root)
     assert_cache_clean(root)
 
 
