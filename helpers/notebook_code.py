@@ -46,11 +46,18 @@ def define(source, namespace=None, filename="<notebook cell>"):
 
 
 def notebook_function(notebook, name):
-    """Return the function ``name`` as the notebook defines it."""
-    source = function_cells(read_notebook(notebook)).get(name)
+    """Return the function ``name`` as the notebook defines it, with the blocks it builds on."""
+    cells = function_cells(read_notebook(notebook))
+    source = cells.get(name)
     if source is None:
         raise LookupError(f"{notebook} defines no function {name}")
-    return define(source, filename=f"{notebook}:{name}")[name]
+    namespace = None
+    # The blocks it calls may sit in cells of their own (notebook 2's encoder and decoder
+    # blocks): define first every other cell that only defines functions.
+    for other in dict.fromkeys(cells.values()):
+        if other != source and all(isinstance(node, ast.FunctionDef) for node in ast.parse(other).body):
+            namespace = define(other, namespace, filename=f"{notebook}:blocks")
+    return define(source, namespace, filename=f"{notebook}:{name}")[name]
 
 
 def marked_blocks(source):

@@ -94,3 +94,35 @@ def test_strip_outputs_keeps_only_checked_outputs():
     run_notebooks.strip_outputs(nb)
     assert plain.outputs == [] and plain.execution_count is None
     assert checked.outputs[0].text == "2\n" and checked.execution_count == 1
+
+
+def setup_cell(nb):
+    return code_cells(nb)[0]
+
+
+def test_every_notebook_starts_with_the_same_short_collapsed_setup_cell():
+    sources = {path.name: setup_cell(nbformat.read(path, as_version=4)).source for path in NOTEBOOKS}
+    assert len(NOTEBOOKS) >= 5 and "04_m2nist_assignment.ipynb" in sources
+    assert len(set(sources.values())) == 1, "the set-up cells differ: copy one to the others"
+    source = next(iter(sources.values()))
+    assert source.startswith("#@title ") and 'display-mode: "form"' in source.splitlines()[0]
+    assert "environment.colab_setup(" in source and len(source.splitlines()) <= 20
+
+
+def test_the_environment_check_runs_right_after_the_setup_cell(nb):
+    check = code_cells(nb)[1].source
+    assert f'environment.check("{nb.path.name[:2]}")' in check
+    assert len(check.splitlines()) <= 3
+
+
+def test_no_code_cell_is_longer_than_25_lines(nb):
+    for cell in code_cells(nb):
+        assert len(cell.source.splitlines()) <= 25, cell.source[:80]
+
+
+def test_notebook_2s_unet_builds_from_its_block_cells():
+    from helpers import notebook_code
+
+    unet = notebook_code.notebook_function("02_unet_pets.ipynb", "unet")
+    model = unet((32, 32, 3), 3, 4, 2, 0.0)
+    assert model.output_shape == (None, 32, 32, 3)

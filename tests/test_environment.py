@@ -1,0 +1,111 @@
+"""The environment check: what it reports and warns about, given the facts (not this machine)."""
+
+import os
+import re
+import tomllib
+import warnings
+
+import pytest
+
+from helpers import environment, grading
+from helpers.config import REPO_DIR
+from helpers.environment import Facts
+
+TESTED = {"Python": "3.11.7", "TensorFlow": "2.21.0", "Keras": "3.15.1",
+          "tensorflow-datasets": "4.9.10", "tensorflow-hub": "0.16.1"}
+
+
+def facts(quick=True, accelerator="CPU", notebook="01", **versions):
+    return Facts(versions={**TESTED, **versions}, accelerator=accelerator, quick=quick,
+                 data_dir="/data/course", notebook=notebook, cpu_count=2)
+
+
+def test_the_tested_versions_in_quick_mode_raise_no_warning():
+    text = environment.report(facts())
+    assert text.splitlines() == [
+        "Python 3.11.7, TensorFlow 2.21.0, Keras 3.15.1, tfds 4.9.10, TF Hub 0.16.1",
+        "Accelerator: CPU, 2 cores",
+        "Mode: quick (small generated data); data folder: /data/course"]
+
+
+@pytest.mark.parametrize("name, old, floor", [("Keras", "3.10.0", "3.11"),
+                                              ("TensorFlow", "2.15.1", "2.16"),
+                                              ("Python", "3.9.18", "3.10"),
+                                              ("tensorflow-datasets", "4.8.3", "4.9"),
+                                              ("tensorflow-hub", "0.15.0", "0.16")])
+def test_a_version_below_its_floor_is_named_with_the_floor(name, old, floor):
+    (problem,) = environment.problems(facts(**{name: old}))
+    assert f"{name} {old} is older than the course's floor {floor}" in problem
+    at_floor = facts(**{name: floor + ".0"})
+    assert environment.problems(at_floor) == []
+
+
+def test_a_missing_package_is_reported():
+    (problem,) = environment.problems(facts(**{"tensorflow-hub": None}))
+    assert problem.startswith("tensorflow-hub is not installed")
+
+
+def test_full_mode_on_a_cpu_says_how_long_and_what_to_do():
+    (problem,) = environment.problems(facts(quick=False, notebook="01"))
+    assert "7 hours" in problem and "GPU runtime" in problem and "COURSE_QUICK=1" in problem
+    (problem,) = environment.problems(facts(quick=False, notebook="04"))
+    assert "25 minutes" in problem and "COURSE_QUICK=1" in problem
+    assert "WARNING: Full mode on a CPU" in environment.report(facts(quick=False, notebook="02"))
+
+
+def test_full_mode_on_an_accelerator_or_quick_mode_on_a_cpu_is_fine():
+    assert environment.problems(facts(quick=False, accelerator="GPU: Tesla T4")) == []
+    assert environment.problems(facts(quick=False, accelerator="TPU")) == []
+    assert environment.problems(facts(quick=True, notebook="01")) == []
+    assert "Accelerator: GPU: Tesla T4\n" in environment.report(facts(accelerator="GPU: Tesla T4"))
+
+
+def test_notebook_3_on_a_cpu_gets_a_note_not_a_plea_for_quick_mode():
+    (problem,) = environment.problems(facts(quick=False, notebook="03"))
+    assert "tens of seconds per image" in problem and "COURSE_QUICK" not in problem
+
+
+def test_floors_match_pyproject_and_the_grader():
+    project = tomllib.loads((REPO_DIR / "pyproject.toml").read_text())["project"]
+    declared = dict(re.match(r"([\w-]+)>=([\d.]+)", d).groups() for d in project["dependencies"]
+                    if ">=" in d)
+    for name, distribution in environment.DISTRIBUTIONS.items():
+        assert environment.parse_version(declared[distribution]) == environment.FLOORS[name], name
+    assert environment.parse_version(project["requires-python"][2:]) == environment.FLOORS["Python"]
+    assert environment.FLOORS["Keras"] == grading.MIN_KERAS
+
+
+def test_colab_gets_only_what_it_lacks():
+    colab = {"TensorFlow": "2.19.0", "Keras": "3.10.0", "tensorflow-datasets": "4.9.9",
+             "tensorflow-hub": None, "importlib_resources": "6.5.2"}
+    assert environment.missing_on_colab(colab) == ["keras>=3.11", "tensorflow-hub>=0.16"]
+    assert environment.missing_on_colab({**colab, "Keras": "3.11.3", "tensorflow-hub": "0.16.1"}) == []
+    assert not any("tensorflow>" in need or "tensorflow=" in need
+                   for need in environment.missing_on_colab({}))  # TensorFlow is Colab's own
+
+
+def test_quiet_drops_keras_shuffle_warning_and_keeps_others(monkeypatch):
+    import tensorflow as tf
+    from keras.src.trainers.data_adapters import get_data_adapter
+
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        environment.quiet()
+        get_data_adapter(tf.data.Dataset.range(3), shuffle=True)  # Keras' own warning
+        warnings.warn("`shuffle=True` was passed to something else", UserWarning)
+        warnings.warn("a real problem", UserWarning)
+    assert [str(w.message) for w in caught] == ["`shuffle=True` was passed to something else",
+                                                "a real problem"]
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
+
+
+def test_filtered_stderr_drops_startup_noise_and_keeps_the_rest(capfd):
+    with environment.filtered_stderr():
+        os.write(2, b"E0000 00:00:1.2 3 cuda_platform.cc:52] failed call to cuInit: INTERNAL: "
+                    b"CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\n"
+                    b"I0000 00:00:1.2 3 port.cc:153] oneDNN custom operations are on.\n"
+                    b"E0000 something that went really wrong\n")
+    err = capfd.readouterr().err
+    assert "something that went really wrong" in err
+    assert "cuInit" not in err and "oneDNN" not in err
