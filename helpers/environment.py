@@ -106,7 +106,7 @@ def colab_setup(checkout):
     keep = [f"tensorflow=={versions['TensorFlow']}"] if versions["TensorFlow"] else []
     subprocess.run([*run, *needs, *keep], check=True)  # pinning TF: pip may not swap it
     print("Installed:", ", ".join(needs), "(Colab's TensorFlow is unchanged)")
-    if "Keras" in " ".join(needs) and "keras" in sys.modules:
+    if any(need.startswith("keras") for need in needs) and "keras" in sys.modules:
         print("Keras was already imported: restart the session (Runtime > Restart session).")
     return needs
 

@@ -109,3 +109,20 @@ def test_filtered_stderr_drops_startup_noise_and_keeps_the_rest(capfd):
     err = capfd.readouterr().err
     assert "something that went really wrong" in err
     assert "cuInit" not in err and "oneDNN" not in err
+
+
+def test_colab_setup_installs_the_package_then_what_is_missing_keeping_tensorflow(monkeypatch, capsys):
+    calls = []
+    found = {"tensorflow": "2.19.0", "keras": "3.10.0", "tensorflow-datasets": "4.9.9",
+             "tensorflow-hub": "0.16.1", "importlib_resources": None}
+    monkeypatch.setattr(environment.subprocess, "run", lambda args, check: calls.append(args[5:]))
+    monkeypatch.setattr(environment, "installed_version", found.get)
+    assert environment.colab_setup("segmentation-course") == ["keras>=3.11", "importlib_resources"]
+    assert calls == [["--no-deps", "-e", "segmentation-course"],
+                     ["keras>=3.11", "importlib_resources", "tensorflow==2.19.0"]]
+    assert "Installed: keras>=3.11, importlib_resources" in capsys.readouterr().out
+    calls.clear()
+    found.update(keras="3.12.0", importlib_resources="6.5.2")
+    assert environment.colab_setup("segmentation-course") == []
+    assert calls == [["--no-deps", "-e", "segmentation-course"]]
+    assert "nothing installed" in capsys.readouterr().out
