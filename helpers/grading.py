@@ -3,12 +3,15 @@
     python -m helpers.grading model.keras          # one submission
     python -m helpers.grading submissions/         # every file in a folder, plus a CSV
     python -m helpers.grading model.keras --url URL  # the test split from another M2NIST archive
+    python -m helpers.grading model.keras --isolate  # one file, with the folder's limits
 
 A submission is a ``.keras`` file. It is loaded with Keras ``safe_mode=True`` and no
-custom objects, after a scan of its configuration: a model carrying serialized Python
-code (a ``Lambda`` layer, a lambda activation), a function other than Keras' own losses,
-metrics and activations, or a class from outside the Keras modules a plain model's
-configuration uses is rejected without running any of it. The model must map (64, 84, 1)
+custom objects, after the checks of ``helpers.model_safety``: a model carrying serialized
+Python code (a ``Lambda`` layer, a lambda activation), a function other than Keras' own
+losses, metrics and activations, or a class from outside the Keras modules a plain model's
+configuration uses is rejected without running any of it; so is a file that declares more
+than a course model can need (zip entries, parameters, weights arrays), before anything is
+allocated. The model must map (64, 84, 1)
 images scaled to [-1, 1] to (64, 84, 11) per-pixel class scores. It is scored on the
 course's fixed M2NIST test split (from ``--url``, else ``COURSE_M2NIST_URL``, else the
 official archive) with the course's IoU (``helpers.metrics``): grade = 10 x the sum of the
@@ -16,29 +19,29 @@ ten digit IoUs; pass: grade above 60, decided on the grade rounded to 2 decimals
 
 Exit codes for one submission: 0 pass, 1 fail, 2 invalid submission. For a folder: 0
 once every file has a verdict (they are in the CSV), 2 if the folder holds no files; each
-file is graded in a child process with a time limit, so one that crashes or hangs the
-grader costs only its own verdict. Either way, 3 when the grader cannot grade at all: the
-test data cannot be had, or the installed Keras is older than 3.11 (its safe_mode can be
-bypassed, so no submission is loaded).
+file is graded in a child process with a time limit (``--timeout``) and a memory limit
+(``--memory-limit``), so one that crashes, hangs or exhausts memory costs only its own
+verdict; ``--isolate`` grades a single file that way. Either way, 3 when the grader cannot
+grade at all: the test data cannot be had, or the installed Keras is older than 3.11 (its
+safe_mode can be bypassed, so no submission is loaded).
 Taught in notebook 4.
 """
 
 import argparse
 import csv
-import functools
 import io
 import json
 import os
 import re
 import sys
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from helpers import config, m2nist, metrics
+from helpers import config, m2nist, metrics, model_safety
 from helpers.download import DataError
+from helpers.model_safety import InvalidSubmission
 
 PASS_MARK = 60.0
 DIGITS = tuple(range(10))
@@ -47,32 +50,20 @@ OUTPUT_SHAPE = (*m2nist.IMAGE_SHAPE, m2nist.N_CLASSES)
 EXIT = {"pass": 0, "fail": 1, "invalid": 2}
 EXIT_CANNOT_GRADE = 3  # the grader's set-up (test data, Keras version), not the submission
 MIN_KERAS = (3, 11)  # older Keras has safe_mode bypasses: CVE-2025-1550, -8747, -9906
-MAX_CONFIG_BYTES = 16 << 20  # a course model's config.json is tens of kilobytes
 TIMEOUT = 600  # seconds one submission may take in folder mode
+# Memory for each grading process (folder mode, or --isolate), enforced as RLIMIT_DATA: the
+# process's private writable memory (heap, mmap'd arrays, TensorFlow's allocations). Grading
+# the solution's FCN-8 (2.4 M parameters) in quick mode peaks at VmData 0.74 GiB and still
+# passes with RLIMIT_DATA at 0.75 GiB; a 31 M-parameter U-Net needs MEASURED. The default is
+# several times that, and far below what a refused submission would have allocated.
+# RLIMIT_AS (address space) is unusable: TensorFlow reserves 2.9 GiB of address space on
+# CPU (much more with CUDA), and under a tight RLIMIT_AS it spun instead of failing.
+MEMORY_LIMIT_GB = 4.0
 _OUR_FILES = {"grades.csv", "grades.json"}
-# The modules a plain model's config.json names, found by saving typical course models
-# (Sequential, functional, nested; the course's layers with initializers, regularizers,
-# constraints, dtype policies; compiled with optimizers, schedules, losses and metrics).
-# Any other module, e.g. keras.config, keras.utils, keras.saving or keras.ops, can name a
-# function that Keras' own block list has missed before (the CVEs above).
-_CONFIG_MODULES = frozenset({
-    "keras.layers", "keras.initializers", "keras.regularizers", "keras.constraints",
-    "keras.optimizers", "keras.optimizers.schedules", "keras.losses", "keras.metrics",
-    "keras.dtype_policies", "keras.src.models.functional",
-    # Tensor operations in a functional model (`up + skip`, `x[..., :8]`, `keras.ops.relu(x)`)
-    # are saved as operation classes from these modules. Their configurations hold only
-    # plain arguments; a function passed to one would appear as a "function", scanned below.
-    "keras.src.ops.numpy", "keras.src.ops.nn", "keras.src.ops.math", "keras.src.ops.image",
-    "keras.src.ops.core", "keras.src.ops.linalg"})
-_TOP_LEVEL_CLASSES = frozenset({"Functional", "Sequential", "Model", "DTypePolicy",
-                                "FloatDTypePolicy"})  # written with module "keras"
-# Keras' encodings of values (tensors, arrays, slices): they name no class to import.
-_VALUE_MARKERS = frozenset({"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__",
-                            "__ellipsis__", "__slice__"})
-
-
-class InvalidSubmission(ValueError):
-    """A submission that cannot be graded, with the reason in words."""
+# Phrases of an allocation refused under the memory limit: Python, NumPy, TensorFlow, C++.
+_OUT_OF_MEMORY = re.compile(r"MemoryError|Unable to allocate|OOM when allocating|bad_alloc|"
+                            r"Cannot allocate memory|ResourceExhausted")
+_memory_limit = None  # bytes, once limit_memory has set one in this process
 
 
 class CannotGrade(RuntimeError):
@@ -105,61 +96,6 @@ def check_keras_version():
             f"Upgrade it: pip install 'keras>={floor}'")
 
 
-@functools.cache
-def _keras_function_names():
-    """Return the names of Keras' own activation, loss and metric functions."""
-    import inspect
-
-    import keras
-
-    names = set()
-    for family in (keras.activations, keras.losses, keras.metrics):
-        names.update(name for name in dir(family)
-                     if not name.startswith("_") and inspect.isfunction(getattr(family, name)))
-    # These look up or build other objects by name: not a loss, metric or activation.
-    return frozenset(names - {"get", "serialize", "deserialize"})
-
-
-def _plain_keras_class(module, class_name):
-    # A dotted or lower-case name would let Keras resolve a function (keras.utils.get_file)
-    # through an allowed module.
-    return (isinstance(class_name, str) and class_name.isidentifier() and class_name[0].isupper()
-            and (module in _CONFIG_MODULES
-                 or (module == "keras" and class_name in _TOP_LEVEL_CLASSES)))
-
-
-def _scan_config(node, problems, top=True):
-    """Collect serialized code, foreign functions and foreign classes anywhere in a model configuration."""
-    if isinstance(node, dict):
-        class_name = node.get("class_name")
-        module = node.get("module")
-        if class_name in ("__lambda__", "__python_function__"):
-            problems.add("serialized Python code (a lambda or function)")
-        elif class_name in ("Lambda", "TFSMLayer"):
-            problems.add(f"a {class_name} layer")
-        elif class_name == "function":
-            name = node.get("config")
-            # Keras writes its own functions (a loss or metric given to compile) by name under
-            # "builtins"; under any other module the name can reach any function there.
-            if not (module == "builtins" and isinstance(name, str)
-                    and name in _keras_function_names()):
-                problems.add(f"the function {name} from module {module}")
-        elif ("class_name" in node and class_name not in _VALUE_MARKERS
-              and not _plain_keras_class(module, class_name)):
-            problems.add(f"the class {class_name} from module {module}")
-        registered = node.get("registered_name")
-        if isinstance(registered, str) and registered != class_name:
-            problems.add(f"the registered custom object {registered}")
-        for key, value in node.items():
-            # Loaded with compile=False, Keras skips the model's own compile_config, but it
-            # still compiles nested models from theirs: scan those.
-            if not (top and key == "compile_config"):
-                _scan_config(value, problems, top=False)
-    elif isinstance(node, list):
-        for value in node:
-            _scan_config(value, problems, top=False)
-
-
 def load_submission(path):
     """Load a submitted ``.keras`` model safely; raise InvalidSubmission saying why it cannot be."""
     path = Path(path)
@@ -168,25 +104,9 @@ def load_submission(path):
     if path.suffix != ".keras":
         raise InvalidSubmission(f"{path.name} is not a .keras file; save the model with "
                                 "model.save('model.keras')")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            if zf.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
-                raise InvalidSubmission(f"{path.name} has a model configuration over "
-                                        f"{MAX_CONFIG_BYTES >> 20} MB; that is not a course model")
-            configuration = json.loads(zf.read("config.json"))
-        if not isinstance(configuration, dict):
-            raise ValueError("config.json does not describe a model")
-        problems = set()
-        _scan_config(configuration, problems)
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, RecursionError) as e:
-        raise InvalidSubmission(f"{path.name} is not a readable .keras archive (corrupt or "
-                                f"truncated?): {type(e).__name__}: {str(e)[:200]}") from e
-    if problems:
-        raise InvalidSubmission(
-            f"{path.name} contains {', '.join(sorted(problems))}. Submissions may use built-in "
-            "Keras layers only; nothing from the file was run. Replace the custom part with "
-            "built-in layers and save again.")
-    check_keras_version()
+    configuration = model_safety.read_configuration(path)  # zip limits and the code scan
+    check_keras_version()  # before Keras deserializes anything from the file
+    model_safety.check_sizes(path, configuration)  # parameters and weights arrays, unallocated
     import keras
 
     try:
@@ -274,6 +194,40 @@ def report_for_scores(name, scores):
                   dice={str(d): float(np.nan_to_num(scores.dice[d])) for d in DIGITS})
 
 
+def limit_memory(n_bytes):
+    """Cap this process's data memory at ``n_bytes`` (RLIMIT_DATA); return False where it cannot be."""
+    global _memory_limit
+    try:
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        if hard != resource.RLIM_INFINITY:
+            n_bytes = min(n_bytes, hard)
+        resource.setrlimit(resource.RLIMIT_DATA, (n_bytes, hard))
+    except (ImportError, AttributeError, ValueError, OSError):
+        return False  # e.g. Windows, which has no resource module
+    # Only Linux counts mmap'd memory (where large arrays live) against RLIMIT_DATA.
+    _memory_limit = n_bytes
+    return sys.platform.startswith("linux")
+
+
+def _memory_message(limit):
+    if limit:
+        return (f"it ran out of its memory limit of {model_safety.size_text(limit)} while "
+                "being loaded or run (the grader's --memory-limit)")
+    return "it ran out of memory while being loaded or run"
+
+
+def _out_of_memory(error):
+    """Return True when an exception, or one it came from, is a refused allocation."""
+    while error is not None:
+        if isinstance(error, MemoryError) or _OUT_OF_MEMORY.search(
+                f"{type(error).__name__}: {error}"):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def grade_file(path, test_data, name=None):
     """Grade one submitted file against ``test_data`` = (images, labels); return its Report."""
     name = name or str(path)
@@ -282,9 +236,12 @@ def grade_file(path, test_data, name=None):
         scores = score_model(model, *test_data)
     except CannotGrade:
         raise  # the grader's set-up, not this submission: no verdict
-    except InvalidSubmission as e:
-        return Report(name, "invalid", message=str(e))
-    except Exception as e:  # a model that loads but cannot run, e.g. mismatched weights
+    except Exception as e:
+        if _out_of_memory(e):
+            return Report(name, "invalid", message=_memory_message(_memory_limit))
+        if isinstance(e, InvalidSubmission):
+            return Report(name, "invalid", message=str(e))
+        # A model that loads but cannot run, e.g. mismatched weights.
         return Report(name, "invalid", message=f"the model failed to run on the test images: "
                                                f"{type(e).__name__}: {str(e)[:300]}")
     return report_for_scores(name, scores)
@@ -324,15 +281,24 @@ def _cannot_grade_message(done):
             + (f":\n{detail}" if detail else "."))
 
 
-def grade_isolated(path, name, quick, timeout=TIMEOUT, url=None):
-    """Grade one file in a child process, so a submission that crashes or hangs costs only its own verdict."""
+def grade_isolated(path, name, quick, timeout=TIMEOUT, url=None, memory_limit=None):
+    """Grade one file in a child process with a time and memory limit, so a submission that
+    crashes, hangs or exhausts memory costs only its own verdict.
+
+    ``memory_limit`` is in bytes (default: MEMORY_LIMIT_GB; 0 for none).
+    """
     import subprocess
     import tempfile
 
+    if memory_limit is None:
+        memory_limit = int(MEMORY_LIMIT_GB * 2**30)
     with tempfile.TemporaryDirectory(prefix="grading-") as scratch:
         out = Path(scratch) / "verdict.json"
         command = [sys.executable, "-m", "helpers.grading", str(path), "--json", str(out),
                    "--quick" if quick else "--full"] + (["--url", url] if url else [])
+        # The child limits itself: a preexec_fn would run between fork and exec, which is
+        # unsafe in this process once TensorFlow has started its threads.
+        command += ["--limit-this-process", str(memory_limit)] if memory_limit else []
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(config.PACKAGE_DIR.parent), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         try:
@@ -344,6 +310,9 @@ def grade_isolated(path, name, quick, timeout=TIMEOUT, url=None):
         try:
             verdict = json.loads(out.read_text())
         except (OSError, ValueError):
+            output = f"{done.stdout}\n{done.stderr}"
+            if _OUT_OF_MEMORY.search(output):  # e.g. std::bad_alloc aborted the process
+                return Report(name, "invalid", message=_memory_message(memory_limit))
             tail = " ".join((done.stderr or done.stdout).split())[-300:]
             return Report(name, "invalid", message=f"the grader's process died on this file "
                                                    f"(exit code {done.returncode}): {tail}")
@@ -384,7 +353,17 @@ def main(argv=None):
     parser.add_argument("--csv", help="for a folder: where to write the table "
                                       "(default: FOLDER/grades.csv)")
     parser.add_argument("--timeout", type=int, default=TIMEOUT,
-                        help=f"for a folder: seconds one submission may take (default {TIMEOUT})")
+                        help=f"for a folder or --isolate: seconds one submission may take "
+                             f"(default {TIMEOUT})")
+    parser.add_argument("--memory-limit", type=float, default=MEMORY_LIMIT_GB, metavar="GIB",
+                        help=f"for a folder or --isolate: the memory one submission's grading "
+                             f"may use, in GiB (default {MEMORY_LIMIT_GB:g}; 0 for no limit; "
+                             "enforced on Linux)")
+    parser.add_argument("--isolate", action="store_true",
+                        help="for one file: grade it in a child process with the time and "
+                             "memory limits, as a folder's files are")
+    # How a folder's grader hands its memory limit (bytes) to the child grading one file.
+    parser.add_argument("--limit-this-process", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help="the M2NIST archive the test split comes from, a URL or "
                                       "file:// path (default: COURSE_M2NIST_URL, else the "
                                       "official archive; in quick mode, generated data)")
@@ -395,6 +374,9 @@ def main(argv=None):
                       help="grade on the real M2NIST test split")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.limit_this_process:
+        limit_memory(args.limit_this_process)
+    memory_limit = int(args.memory_limit * 2**30)
 
     target = Path(args.target)
     if not target.exists():
@@ -414,9 +396,19 @@ def main(argv=None):
     split = (f"M2NIST test split ({source}{', quick mode' if quick else ''}; "
              f"{len(test_data[0])} images)")
     print(f"Grading on the {split}.")
+    isolated = target.is_dir() or args.isolate
+    if isolated and memory_limit and not sys.platform.startswith("linux"):
+        print(f"Note: the memory limit is enforced on Linux only; on {sys.platform} each "
+              "submission has the time limit alone.")
 
     if not target.is_dir():
-        report = grade_file(target, test_data)
+        try:
+            report = (grade_isolated(target, str(target), quick, args.timeout, url=args.url,
+                                     memory_limit=memory_limit) if args.isolate
+                      else grade_file(target, test_data))
+        except CannotGrade as e:
+            print(e)
+            return EXIT_CANNOT_GRADE
         report.test_split = split
         print(report.text())
         out = Path(args.json) if args.json else target.with_name(target.name + ".grade.json")
@@ -430,7 +422,7 @@ def main(argv=None):
     for path in files:
         try:
             report = grade_isolated(path, str(path.relative_to(target)), quick, args.timeout,
-                                    url=args.url)
+                                    url=args.url, memory_limit=memory_limit)
         except CannotGrade as e:
             print(e)
             return EXIT_CANNOT_GRADE

@@ -16,7 +16,7 @@ from keras import layers
 from packaging.requirements import Requirement
 from zip_tools import rewrite_zip
 
-from helpers import grading, m2nist, metrics, synthetic
+from helpers import grading, m2nist, metrics, model_safety, synthetic
 from helpers.config import REPO_DIR
 
 
@@ -188,7 +188,7 @@ def test_a_lambda_model_is_rejected_without_running_its_code(lambda_model, tmp_p
 def test_a_lambda_is_rejected_even_when_the_config_scan_is_bypassed(lambda_model, monkeypatch):
     # Keras' safe_mode is the second line of defence behind the grader's own scan.
     path, sentinel = lambda_model
-    monkeypatch.setattr(grading, "_scan_config", lambda node, problems: None)
+    monkeypatch.setattr(model_safety, "scan_config", lambda node, problems, top=True: None)
     with pytest.raises(grading.InvalidSubmission, match="cannot be loaded safely"):
         grading.load_submission(path)
     assert not sentinel.exists()
@@ -345,7 +345,7 @@ def gadget(module, class_name, config=None):
 ])
 def test_the_config_scan_refuses_keras_functions_and_modules_a_model_never_uses(node, problem):
     problems = set()
-    grading._scan_config({"class_name": "Functional", "module": "keras.src.models.functional",
+    model_safety.scan_config({"class_name": "Functional", "module": "keras.src.models.functional",
                           "config": {"layers": [{"config": {"activation": node}}]}}, problems)
     assert problems == {problem}
 
@@ -398,7 +398,7 @@ def test_typical_course_models_pass_the_scan_and_load(tmp_path):
         model.save(path)
         configuration = json.loads(zipfile.ZipFile(path).read("config.json"))
         problems = set()
-        grading._scan_config(configuration, problems)
+        model_safety.scan_config(configuration, problems)
         assert problems == set(), name
         modules |= set(re.findall(r'"module": "([^"]+)"', json.dumps(configuration)))
         loaded = grading.load_submission(path)
@@ -416,10 +416,10 @@ def test_nested_models_are_scanned_including_their_compile_config():
                     "config": {}, "compile_config": {"loss": {"class_name": "__lambda__"}}}]},
               "compile_config": {"loss": {"class_name": "__lambda__"}}}
     problems = set()
-    grading._scan_config(nested, problems)
+    model_safety.scan_config(nested, problems)
     assert problems == {"serialized Python code (a lambda or function)"}
     problems = set()
-    grading._scan_config({**nested, "config": {"layers": []}}, problems)
+    model_safety.scan_config({**nested, "config": {"layers": []}}, problems)
     assert problems == set()  # only the top-level compile_config is skipped (compile=False)
 
 
@@ -505,7 +505,7 @@ def test_the_grader_refuses_a_keras_whose_safe_mode_can_be_bypassed(version, ok,
 def test_an_old_keras_means_exit_3_and_no_model_is_loaded(lambda_model, tmp_path, monkeypatch, capsys):
     path, sentinel = lambda_model
     monkeypatch.setattr(keras, "__version__", "3.10.0")
-    monkeypatch.setattr(grading, "_scan_config", lambda node, problems: None)
+    monkeypatch.setattr(model_safety, "scan_config", lambda node, problems, top=True: None)
     out = tmp_path / "v.json"
     assert grading.main([str(path), "--json", str(out)]) == grading.EXIT_CANNOT_GRADE
     assert "Cannot grade: Keras 3.10.0 is installed" in capsys.readouterr().out
