@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers import coco, config, download, metrics, standin, viz
+from helpers import coco, config, download, metrics, viz
 # Loading images is the download layer's job and drawing is viz's; notebook 3 reaches them here.
 from helpers.download import TEST_IMAGES, load_image  # noqa: F401
 from helpers.viz import annotate, instance_colours, show_detections  # noqa: F401
@@ -39,8 +39,9 @@ def use_course_tfhub_cache():
 def model_handle(handle=None, quick=None):
     """Return the model to load: ``handle``, else ``COURSE_MASKRCNN_HANDLE``, else the default.
 
-    The default is the TF Hub Mask R-CNN, or in quick mode the offline stand-in (built into
-    the data cache on first use). A local handle must be a SavedModel folder.
+    The default is the TF Hub Mask R-CNN, or in quick mode the course's small Mask R-CNN
+    (``helpers.mask_rcnn``, exported from its shipped weights into the data cache on first
+    use). A local handle must be a SavedModel folder.
     """
     handle = str(handle or os.environ.get(HANDLE_VARIABLE, "").strip() or "")
     if handle:
@@ -54,7 +55,27 @@ def model_handle(handle=None, quick=None):
                 "archive into.")
         return str(path.resolve())
     quick = config.quick_mode() if quick is None else quick
-    return str(standin.standin_model_dir()) if quick else MASK_RCNN_HANDLE
+    return small_model_handle() if quick else MASK_RCNN_HANDLE
+
+
+def small_model_handle():
+    """Return the folder of the course's small Mask R-CNN as a SavedModel (exported once)."""
+    from helpers import mask_rcnn  # imports TensorFlow: only when the small model is wanted
+
+    return str(mask_rcnn.saved_model_dir())
+
+
+def save_module(module, folder, note):
+    """Save a ``tf.Module`` with a detector's call signature as a SavedModel that ``hub.load`` reads."""
+    import tensorflow as tf
+
+    logger, level = tf.get_logger(), tf.get_logger().level
+    logger.setLevel("WARNING")  # not "Assets written to <temporary folder>"
+    try:
+        tf.saved_model.save(module, str(folder), signatures={"serving_default": module.__call__})
+    finally:
+        logger.setLevel(level)
+    (Path(folder) / ".complete").write_text(note + "\n")
 
 
 @contextlib.contextmanager

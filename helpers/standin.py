@@ -1,12 +1,14 @@
-"""A stand-in for Mask R-CNN, and generated scenes for it, for notebook 3's offline quick mode.
+"""A rule-based stand-in for Mask R-CNN: the tests' oracle for notebook 3's post-processing.
 
-The stand-in is **not** Mask R-CNN and learns nothing: it is a few TensorFlow ops saved as a
+Notebook 3's offline model is the small, trained Mask R-CNN of ``helpers.mask_rcnn``; this
+stand-in stays for the tests because it knows its masks exactly. It is **not** Mask R-CNN
+and learns nothing: it is a few TensorFlow ops saved as a
 SavedModel with the TF Hub model's call signature (uint8 [1, H, W, 3] in, a dict of
 ``detection_*`` tensors and ``num_detections`` out, same dtypes and shapes). It finds the
 brightly coloured shapes of ``make_scene``'s scenes: each of eight hues stands for a COCO
 class, a shape's pixels of that hue are its mask, and how saturated they are is its score.
-Because the scenes are generated, their true instances are known, and the notebook and the
-tests check the whole post-processing chain against them.
+Because the scenes are generated, their true instances are known, and the tests check the
+whole post-processing chain against them.
 """
 
 import colorsys
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from helpers import config, download
+from helpers import config, detection, download, scenes
 
 # Bump when the stand-in's graph changes, so cached copies are rebuilt.
 STANDIN_VERSION = 1
@@ -58,24 +60,6 @@ class Scene:
     faded_masks: np.ndarray  # (M, H, W) bool: pale shapes, which score low
 
 
-def _draw_shape(draw, kind, box, fill):
-    x0, y0, x1, y1 = box
-    cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
-    if kind in ("circle", "ellipse"):
-        draw.ellipse(box, fill=fill)
-    elif kind == "rectangle":
-        draw.rectangle(box, fill=fill)
-    elif kind == "diamond":
-        draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=fill)
-    elif kind == "octagon":
-        angles = np.pi / 8 + np.arange(8) * np.pi / 4
-        draw.polygon([(cx + rx * np.cos(a), cy + ry * np.sin(a)) for a in angles], fill=fill)
-    elif kind == "half disc":
-        draw.pieslice((x0, y0, x1, y1 + (y1 - y0)), 180, 360, fill=fill)
-    else:
-        raise ValueError(f"Unknown shape {kind!r}.")
-
-
 def make_scene(seed=0, height=360, width=480, n_vivid=4, n_faded=2):
     """Draw a scene of vivid and faded coloured shapes on grey; return it with its instances."""
     if n_vivid + n_faded > len(HUES):
@@ -106,7 +90,7 @@ def make_scene(seed=0, height=360, width=480, n_vivid=4, n_faded=2):
         else:
             raise ValueError(f"Could not place {n_vivid + n_faded} shapes in {height}x{width}.")
     for i, (hue_index, box) in enumerate(placed):
-        _draw_shape(draw, HUES[hue_index][2], box, i + 1)
+        scenes.draw_shape(draw, HUES[hue_index][2], box, i + 1)
     labels = np.asarray(instances)
 
     shading = np.linspace(1.0, 0.85, height, dtype=np.float32)[:, None]
@@ -215,13 +199,6 @@ def standin_model_dir(root=None):
     models = Path(root) if root is not None else config.data_dir() / "models"
 
     def build(folder):
-        module = standin_module()
-        logger, level = tf.get_logger(), tf.get_logger().level
-        logger.setLevel("WARNING")  # not "Assets written to <temporary folder>"
-        try:
-            tf.saved_model.save(module, str(folder), signatures={"serving_default": module.__call__})
-        finally:
-            logger.setLevel(level)
-        (folder / ".complete").write_text("stand-in for Mask R-CNN, not a trained model\n")
+        detection.save_module(standin_module(), folder, "stand-in for Mask R-CNN, not a trained model")
 
     return download.install_folder(models / STANDIN_NAME, build)

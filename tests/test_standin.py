@@ -1,5 +1,5 @@
-"""The offline stand-in for Mask R-CNN: its scenes, its call signature, and the whole
-post-processing chain checked against the scenes' known instances."""
+"""The rule-based stand-in for Mask R-CNN, the tests' oracle: its scenes, its call signature,
+and the whole post-processing chain checked against the scenes' known instances."""
 
 import numpy as np
 import pytest
@@ -97,12 +97,6 @@ def test_the_stand_in_is_built_once(tmp_path):
     assert standin.standin_model_dir(tmp_path) == first
     assert (first / "saved_model.pb").stat().st_mtime_ns == stamp
     assert "standin" in first.name and not list(tmp_path.glob(".*"))
-
-
-def test_quick_mode_loads_the_stand_in_by_default(monkeypatch):
-    monkeypatch.delenv(detection.HANDLE_VARIABLE, raising=False)
-    handle = detection.model_handle(quick=True)
-    assert handle.endswith(standin.STANDIN_NAME)
 
 
 def test_the_browser_runs_the_model_once_per_image(model):
