@@ -540,8 +540,8 @@ def saved_model_dir(weights=WEIGHTS, root=None):
 
 # ---------------------------------------------------------------------------- evaluation
 
-def evaluate(model, seeds, score_threshold=0.5, mask_threshold=0.5):
-    """Score a model with the TF Hub call signature on the scenes of ``seeds``.
+def evaluate(model, seeds, score_threshold=0.5, mask_threshold=0.5, size=scenes.SIZE):
+    """Score a model with the TF Hub call signature on the scenes of ``seeds`` (``size`` pixels).
 
     Returns COCO mask AP, AP50 and AP75 (pycocotools, over every detection the model makes),
     and, for detections scoring at least ``score_threshold``, the share of true instances
@@ -549,7 +549,7 @@ def evaluate(model, seeds, score_threshold=0.5, mask_threshold=0.5):
     """
     truths, found, matched_ious, n_true = [], [], [], 0
     for seed in seeds:
-        scene = scenes.make_scene(seed)
+        scene = scenes.make_scene(seed, size)
         outputs = detection.detect(model, scene.image[None])
         every = detection.filter_detections(outputs, scene.image.shape[:2], 0.0, mask_threshold)
         truths.append((scene.class_ids, scene.masks))

@@ -2,7 +2,7 @@
 
 import sys
 
-from benchmarks import common, memory, notebooks, pipeline, training
+from benchmarks import common, mask_rcnn, memory, notebooks, pipeline, training
 
 
 def test_pipeline_benchmark_compares_like_for_like_batches(capsys, monkeypatch):
@@ -61,3 +61,13 @@ def test_notebook_benchmark_reads_times_and_memory(tmp_path):
         [sys.executable, "-c", "b = bytearray(50 * 2**20); b[::4096] = b'x' * len(b[::4096])"])
     assert code == 0 and wall > 0 and largest >= 50
     assert "OVER 3 min" in notebooks.report(0, 700, 1, 1, {"notebooks/01_x.ipynb": 200.0})
+
+
+def test_mask_rcnn_benchmark_scores_the_shipped_weights(capsys):
+    import json
+
+    assert mask_rcnn.main(["--scenes", "3"]) == 0
+    out = capsys.readouterr().out
+    scores = json.loads(out.strip().splitlines()[-1])
+    assert scores["scenes"] == 3 and scores["instances"] > 3 and 0 < scores["AP"] <= scores["AP50"] <= 1
+    assert "AP50" in out and "training time recorded with the weights" in out
