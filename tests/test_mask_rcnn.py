@@ -259,3 +259,24 @@ def test_a_tf_hub_model_that_cannot_be_fetched_is_a_data_error(http_dir):
     with pytest.raises(DataError, match="Could not load the model"):
         with detection.explain_load_errors(handle):
             hub.load(handle)
+
+
+def test_notebook_3_goes_on_with_the_small_model_when_tf_hub_fails(http_dir, capsys, monkeypatch):
+    import time
+
+    import tensorflow_hub as hub
+
+    from helpers import detection, notebook_code
+    from helpers.download import DataError
+
+    monkeypatch.delenv(detection.HANDLE_VARIABLE, raising=False)
+    cell = next(c.source for c in notebook_code.read_notebook("03_mask_rcnn_tfhub.ipynb").cells
+                if c.cell_type == "code" and "except DataError" in c.source and "hub.load" in c.source)
+    _, base_url = http_dir
+    namespace = {"detection": detection, "hub": hub, "time": time, "DataError": DataError,
+                 "QUICK": False, "MODEL_HANDLE": f"{base_url}/moved/mask_rcnn/1"}  # answers 404
+    notebook_code.define(cell, namespace)
+    printed = capsys.readouterr().out
+    assert namespace["SMALL"] and namespace["handle"] == detection.small_model_handle()
+    assert "Could not load the model" in printed and "goes on with the course's SMALL Mask R-CNN" in printed
+    assert int(namespace["model"](tf.constant(scenes.make_scene(1).image[None]))["num_detections"][0]) > 0
