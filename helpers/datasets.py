@@ -306,7 +306,10 @@ def load_pets(quick=None, data_dir=None):
     try:
         if quick:
             prepare_quick_pets(data_dir)
-        train, test = tfds.load("oxford_iiit_pet", split=["train", "test"], data_dir=str(data_dir))
+        # No auto-cache: a learner's peek at one example (next(iter(...))) would otherwise
+        # make TensorFlow warn that the dataset being cached was not fully read.
+        train, test = tfds.load("oxford_iiit_pet", split=["train", "test"], data_dir=str(data_dir),
+                                read_config=tfds.ReadConfig(try_autocache=False))
     except Exception as e:
         raise download.DataError(
             "Could not load oxford_iiit_pet with tensorflow-datasets "
