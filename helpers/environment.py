@@ -26,8 +26,11 @@ FLOORS = {"Python": (3, 10), "TensorFlow": (2, 16), "Keras": (3, 11), "tensorflo
 DISTRIBUTIONS = {"TensorFlow": "tensorflow", "Keras": "keras",
                  "tensorflow-datasets": "tensorflow-datasets", "tensorflow-hub": "tensorflow-hub"}
 # What Colab may lack, as pip installs it; Colab's TensorFlow is never replaced.
+# Packages without a floor, each its own distribution: tfds' undeclared import, and notebook 3's
+# COCO mask AP and connected regions.
+UNVERSIONED = ("importlib_resources", "pycocotools", "scipy")
 COLAB_NEEDS = {"Keras": "keras>=3.11", "tensorflow-datasets": "tensorflow-datasets>=4.9",
-               "tensorflow-hub": "tensorflow-hub>=0.16", "importlib_resources": "importlib_resources"}
+               "tensorflow-hub": "tensorflow-hub>=0.16", **{name: name for name in UNVERSIONED}}
 
 # Full mode on this course's 2-core CPU (benchmarks/README.md): what a learner is in for.
 FULL_MODE_ON_CPU = {
@@ -98,7 +101,7 @@ def colab_setup(checkout):
     # The package alone, so that commands such as `python -m helpers.grading` work in a terminal.
     subprocess.run([*run, "--no-deps", "-e", str(checkout)], check=True)
     versions = {name: installed_version(dist) for name, dist in
-                {**DISTRIBUTIONS, "importlib_resources": "importlib_resources"}.items()}
+                {**DISTRIBUTIONS, **{name: name for name in UNVERSIONED}}.items()}
     needs = missing_on_colab(versions)
     if not needs:
         print("Colab already has every package the course needs; nothing installed.")

@@ -77,9 +77,11 @@ def test_floors_match_pyproject_and_the_grader():
 
 def test_colab_gets_only_what_it_lacks():
     colab = {"TensorFlow": "2.19.0", "Keras": "3.10.0", "tensorflow-datasets": "4.9.9",
-             "tensorflow-hub": None, "importlib_resources": "6.5.2"}
-    assert environment.missing_on_colab(colab) == ["keras>=3.11", "tensorflow-hub>=0.16"]
-    assert environment.missing_on_colab({**colab, "Keras": "3.11.3", "tensorflow-hub": "0.16.1"}) == []
+             "tensorflow-hub": None, "importlib_resources": "6.5.2", "pycocotools": "2.0.10",
+             "scipy": None}
+    assert environment.missing_on_colab(colab) == ["keras>=3.11", "tensorflow-hub>=0.16", "scipy"]
+    assert environment.missing_on_colab({**colab, "Keras": "3.11.3", "tensorflow-hub": "0.16.1",
+                                         "scipy": "1.16.0"}) == []
     assert not any("tensorflow>" in need or "tensorflow=" in need
                    for need in environment.missing_on_colab({}))  # TensorFlow is Colab's own
 
@@ -114,7 +116,8 @@ def test_filtered_stderr_drops_startup_noise_and_keeps_the_rest(capfd):
 def test_colab_setup_installs_the_package_then_what_is_missing_keeping_tensorflow(monkeypatch, capsys):
     calls = []
     found = {"tensorflow": "2.19.0", "keras": "3.10.0", "tensorflow-datasets": "4.9.9",
-             "tensorflow-hub": "0.16.1", "importlib_resources": None}
+             "tensorflow-hub": "0.16.1", "importlib_resources": None, "pycocotools": "2.0.10",
+             "scipy": "1.16.0"}
     monkeypatch.setattr(environment.subprocess, "run", lambda args, check: calls.append(args[5:]))
     monkeypatch.setattr(environment, "installed_version", found.get)
     assert environment.colab_setup("segmentation-course") == ["keras>=3.11", "importlib_resources"]
