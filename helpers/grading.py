@@ -50,14 +50,16 @@ OUTPUT_SHAPE = (*m2nist.IMAGE_SHAPE, m2nist.N_CLASSES)
 EXIT = {"pass": 0, "fail": 1, "invalid": 2}
 EXIT_CANNOT_GRADE = 3  # the grader's set-up (test data, Keras version), not the submission
 MIN_KERAS = (3, 11)  # older Keras has safe_mode bypasses: CVE-2025-1550, -8747, -9906
-TIMEOUT = 600  # seconds one submission may take in folder mode
+TIMEOUT = 600  # seconds one submission may take in folder mode or --isolate
 # Memory for each grading process (folder mode, or --isolate), enforced as RLIMIT_DATA: the
-# process's private writable memory (heap, mmap'd arrays, TensorFlow's allocations). Grading
-# the solution's FCN-8 (2.4 M parameters) in quick mode peaks at VmData 0.74 GiB and still
-# passes with RLIMIT_DATA at 0.75 GiB; a 31 M-parameter U-Net needs MEASURED. The default is
-# several times that, and far below what a refused submission would have allocated.
-# RLIMIT_AS (address space) is unusable: TensorFlow reserves 2.9 GiB of address space on
-# CPU (much more with CUDA), and under a tight RLIMIT_AS it spun instead of failing.
+# process's private writable memory (heap, mmap'd arrays, TensorFlow's allocations), not
+# address space reserved and never used. Measured grading in quick mode on CPU: the
+# solution's FCN-8 (2.4 M parameters, 29 MB file) ends at VmData 0.73 GiB and grades under
+# a 0.75 GiB limit; a classic U-Net (31 M parameters, 373 MB file with Adam's state) ends at
+# VmData 1.2 GiB, grades under 1.5 GiB and aborts under 1 GiB. 4 GiB leaves room for bigger
+# honest models while a refused allocation stays far from a machine's memory.
+# RLIMIT_AS (address space) is unusable: TensorFlow maps 2.9 GiB of it on CPU (CUDA reserves
+# far more), and under a 1.5 GiB RLIMIT_AS grading spun for minutes instead of failing.
 MEMORY_LIMIT_GB = 4.0
 _OUR_FILES = {"grades.csv", "grades.json"}
 # Phrases of an allocation refused under the memory limit: Python, NumPy, TensorFlow, C++.

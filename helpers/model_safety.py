@@ -18,7 +18,6 @@ allocating them) and compares the weights file's arrays with them. Each raises
 ``InvalidSubmission`` saying what was refused and the limit.
 """
 
-import copy
 import functools
 import io
 import json
@@ -46,6 +45,9 @@ MAX_WEIGHTS_FILE_OBJECTS = 10_000
 # (an optimizer's step count, a metric's totals) in a tiny model.
 MAX_WEIGHTS_FACTOR = 4
 SMALL_ARRAY_VALUES = 1 << 16
+# The largest number a nested model's compiled metrics may be given: MeanIoU(num_classes=11)
+# or AUC(num_thresholds=200) in a course model.
+MAX_METRIC_ARGUMENT = 1 << 12
 
 # The modules a plain model's config.json names, found by saving typical course models
 # (Sequential, functional, nested; the course's layers with initializers, regularizers,
@@ -161,9 +163,6 @@ def _check_entries(name, zf):
                              f"uncompressed ({size_text(info.compress_size)} in the file)",
                              f"{size_text(limit)} for "
                              + (WEIGHTS_FILE if weights else f"any file but {WEIGHTS_FILE}"))
-    if WEIGHTS_FILE not in zf.NameToInfo:
-        raise InvalidSubmission(f"{name} holds no {WEIGHTS_FILE}; save the model with "
-                                "model.save('model.keras')")
 
 
 def read_configuration(path):
@@ -177,6 +176,7 @@ def read_configuration(path):
         with zipfile.ZipFile(path) as zf:
             _check_entries(name, zf)
             configuration = json.loads(zf.read(CONFIG_FILE))
+            has_weights = WEIGHTS_FILE in zf.namelist()
         if not isinstance(configuration, dict):
             raise ValueError("config.json does not describe a model")
         problems = set()
@@ -191,7 +191,43 @@ def read_configuration(path):
             f"{name} contains {', '.join(sorted(problems))}. Submissions may use built-in "
             "Keras layers only; nothing from the file was run. Replace the custom part with "
             "built-in layers and save again.")
+    if not has_weights:
+        # Keras would read weights from a model.weights.npz instead: arrays these checks do
+        # not cover, and never what model.save writes.
+        raise InvalidSubmission(f"{name} holds no {WEIGHTS_FILE}; save the model with "
+                                "model.save('model.keras')")
     return configuration
+
+
+def _nested_compile_configs(node, top=True):
+    """Yield the compile settings of the models nested in a configuration (Keras compiles those on load)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "compile_config" and not top and isinstance(value, dict):
+                yield value
+            elif key != "compile_config":
+                yield from _nested_compile_configs(value, top=False)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _nested_compile_configs(value, top=False)
+
+
+def _without_compile_configs(node):
+    """Return a copy of a configuration without any compile settings."""
+    if isinstance(node, dict):
+        return {key: None if key == "compile_config" else _without_compile_configs(value)
+                for key, value in node.items()}
+    if isinstance(node, list):
+        return [_without_compile_configs(value) for value in node]
+    return node
+
+
+def _largest_integer(node):
+    if isinstance(node, dict):
+        return max(map(_largest_integer, node.values()), default=0)
+    if isinstance(node, list):
+        return max(map(_largest_integer, node), default=0)
+    return node if isinstance(node, int) and not isinstance(node, bool) else 0
 
 
 def configured_variables(configuration):
@@ -211,10 +247,13 @@ def configured_variables(configuration):
     def build():
         try:
             with keras.StatelessScope(initialize_variables=False):
-                # Keras changes the configuration it deserializes; load_model skips the
-                # compile_config when compile=False, as the grader loads.
+                # Without compile settings: load_model skips the model's own when
+                # compile=False, as the grader loads, and a nested model's optimizer creates
+                # its learning rate from a value, which a StatelessScope refuses. What a
+                # nested compile creates is checked apart (check_sizes). The copy also keeps
+                # the caller's configuration: Keras changes what it deserializes.
                 model = keras.saving.deserialize_keras_object(
-                    {**copy.deepcopy(configuration), "compile_config": None}, safe_mode=True)
+                    _without_compile_configs(configuration), safe_mode=True)
             result["variables"] = [(tuple(int(d) for d in v.shape), str(v.dtype))
                                    for v in getattr(model, "variables", [])]
         except Exception as e:  # Keras raises many types; the real load would fail the same way
@@ -274,6 +313,15 @@ def check_sizes(path, configuration):
     configuration builds. Raises InvalidSubmission saying what was too large and the limit.
     """
     name = getattr(path, "name", str(path))
+    for settings in _nested_compile_configs(configuration):
+        # A metric's state is sized by its arguments (MeanIoU: num_classes squared) and
+        # created as Keras compiles the nested model; an optimizer's state is sized by the
+        # weights, counted below.
+        largest = _largest_integer([settings.get("metrics"), settings.get("weighted_metrics")])
+        if largest > MAX_METRIC_ARGUMENT:
+            raise _too_large(name, f"has a nested model compiled with a metric given the "
+                             f"number {largest:,} (a MeanIoU over that many classes, say, whose "
+                             "state Keras creates on load)", f"{MAX_METRIC_ARGUMENT:,}")
     try:
         variables = configured_variables(configuration)
     except Exception as e:

@@ -6,9 +6,11 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import zipfile
 from types import SimpleNamespace
 
+import bomb_files
 import keras
 import numpy as np
 import pytest
@@ -18,6 +20,8 @@ from zip_tools import rewrite_zip
 
 from helpers import grading, m2nist, metrics, model_safety, synthetic
 from helpers.config import REPO_DIR
+
+GIB = 1 << 30
 
 
 def test_grade_is_ten_times_the_sum_of_digit_ious_from_the_course_metric():
@@ -108,6 +112,20 @@ def untrained_model(models_dir):
     path = models_dir / "untrained.keras"
     small_fcn(seed=1).save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def bombs(models_dir):
+    """Files of kilobytes to megabytes that declare gigabytes, and one that needs them to run."""
+    plain = bomb_files.two_layer_model(models_dir / "plain.keras")
+    return {
+        # Under the 4 GiB above which Keras 3.15 refuses such arrays and zip entries itself.
+        "weights": bomb_files.weights_bomb(plain, models_dir / "weights-bomb.keras", int(3.8 * GIB)),
+        "config": bomb_files.config_bomb(plain, models_dir / "config-bomb.keras", 1 << 36),
+        "zip": bomb_files.zip_bomb(plain, models_dir / "zip-bomb.keras", mib=3900),
+        # 64 x 64 times the image in its activations: 2.8 GB for a batch of 32.
+        "activations": bomb_files.wide_model(models_dir / "wide.keras", 64),
+    }
 
 
 @pytest.fixture
@@ -242,27 +260,36 @@ def test_a_wrong_input_shape_is_invalid(tmp_path):
 
 
 def test_a_folder_is_graded_into_a_csv_with_one_row_per_submission(
-        good_model, untrained_model, lambda_model, tmp_path):
+        good_model, untrained_model, lambda_model, bombs, tmp_path):
     folder = tmp_path / "class"
     (folder / "carol").mkdir(parents=True)
     (folder / "alice.keras").write_bytes(good_model[0].read_bytes())
     (folder / "bob.keras").write_bytes(untrained_model.read_bytes())
     (folder / "carol" / "model.keras").write_bytes(lambda_model[0].read_bytes())
     (folder / "dave.keras").write_bytes(b"PK\x03\x04 broken")
-    done = grade_cli(folder)
+    # A weights array of 3.8 GiB the checks refuse, and a model they pass whose activations
+    # need gigabytes: its grading runs out of the memory limit, and the rest carry on.
+    (folder / "mallory.keras").write_bytes(bombs["weights"].read_bytes())
+    (folder / "oscar.keras").write_bytes(bombs["activations"].read_bytes())
+    done = grade_cli(folder, "--memory-limit", 1.5)
     assert done.returncode == 0, done.stdout + done.stderr
     assert not lambda_model[1].exists()
     with open(folder / "grades.csv") as f:
         rows = {row["submission"]: row for row in csv.DictReader(f)}
     assert {k: v["status"] for k, v in rows.items()} == {
         "alice.keras": "pass", "bob.keras": "fail", "carol/model.keras": "invalid",
-        "dave.keras": "invalid"}
+        "dave.keras": "invalid", "mallory.keras": "invalid", "oscar.keras": "invalid"}
     assert float(rows["alice.keras"]["grade"]) == pytest.approx(good_model[1], abs=0.01)
     assert rows["carol/model.keras"]["grade"] == "" and "Lambda" in rows["carol/model.keras"]["message"]
-    assert len(json.loads((folder / "grades.json").read_text())) == 4
+    assert "has a weights array layers/conv2d/vars/0 of shape" in rows["mallory.keras"]["message"]
+    assert rows["oscar.keras"]["message"] == (
+        "it ran out of its memory limit of 1.5 GiB while being loaded or run "
+        "(the grader's --memory-limit)")
+    assert len(json.loads((folder / "grades.json").read_text())) == 6
     # Grading again ignores its own outputs.
     assert [p.relative_to(folder).as_posix() for p in grading.submissions_in(folder)] == [
-        "alice.keras", "bob.keras", "carol/model.keras", "dave.keras"]
+        "alice.keras", "bob.keras", "carol/model.keras", "dave.keras", "mallory.keras",
+        "oscar.keras"]
 
 
 def test_an_empty_folder_is_exit_2(tmp_path):
@@ -536,3 +563,82 @@ def test_a_submission_that_takes_too_long_gets_a_verdict_not_a_hang(untrained_mo
     with open(folder / "grades.csv") as f:
         row = next(csv.DictReader(f))
     assert row["status"] == "invalid" and "longer than 1 s" in row["message"]
+
+
+# Runs in a fresh interpreter, whose peak memory the test reads when it ends.
+_REFUSE_ALL = """
+import json, resource, sys, time
+from helpers import grading
+# A safety net: were a check to stop working, this process would otherwise allocate what
+# the file declares. With it, such a file ends as "ran out of memory" and the test fails.
+grading.limit_memory(int(sys.argv[1]))
+grading.check_keras_version()  # imports Keras before anything is timed
+grading.main([sys.argv[2], "--json", sys.argv[2] + ".json"])  # and loads the test data
+results = {"baseline_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+for path in sys.argv[3:]:
+    start = time.perf_counter()
+    code = grading.main([path, "--json", path + ".json"])
+    results[path] = {"exit": code, "seconds": time.perf_counter() - start,
+                     "message": json.load(open(path + ".json"))["message"]}
+print("RESULTS " + json.dumps(results))
+"""
+
+
+def test_files_declaring_gigabytes_are_refused_quickly_within_bounded_memory(bombs, tmp_path):
+    declared = {"weights": 3.8 * GIB, "config": 4 * 2 * (1 << 36), "zip": 3900 << 20}
+    named = {kind: tmp_path / f"{kind}.keras" for kind in declared}
+    for kind, path in named.items():
+        path.write_bytes(bombs[kind].read_bytes())
+        assert path.stat().st_size < 5 << 20  # small on disk
+    honest = tmp_path / "plain.keras"
+    honest.write_bytes((bombs["weights"].parent / "plain.keras").read_bytes())
+    out = tmp_path / "out.txt"
+    with open(out, "w") as stdout:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _REFUSE_ALL, str(int(2.5 * GIB)), str(honest),
+             *map(str, named.values())], stdout=stdout, stderr=subprocess.STDOUT,
+            cwd=REPO_DIR, env={**os.environ, "COURSE_QUICK": "1"})
+        watchdog = threading.Timer(180, child.kill)
+        watchdog.start()
+        try:
+            # wait4 reaps this one child and returns its own resource usage, peak RSS included.
+            _, status, usage = os.wait4(child.pid, 0)
+        finally:
+            watchdog.cancel()
+        child.returncode = os.waitstatus_to_exitcode(status)
+    text = out.read_text()
+    assert "RESULTS " in text, text[-3000:]
+    results = json.loads(text.split("RESULTS ", 1)[1])
+    expected = {"weights": "has a weights array layers/conv2d/vars/0 of shape (1, 1, 1024, 996147)",
+                "config": f"describes a model of {2 * (1 << 36):,} parameters",
+                "zip": "has a model.weights.h5 of 3.81 GiB uncompressed"}
+    for kind, path in named.items():
+        result = results[str(path)]
+        assert result["exit"] == 2 and expected[kind] in result["message"], result
+        assert "the limit is" in result["message"] and "nothing from the file was loaded" in result["message"]
+        assert result["seconds"] < 5, result
+    peak = usage.ru_maxrss << 10  # Linux reports KiB
+    print(f"peak RSS {peak / GIB:.2f} GiB; after grading an honest file "
+          f"{results['baseline_kib'] / (1 << 20):.2f} GiB")
+    assert child.returncode == 0 and peak < min(declared.values()) / 2
+    # Refusing all three added next to nothing to what importing Keras and grading took.
+    assert peak - (results["baseline_kib"] << 10) < 64 << 20
+
+
+def test_isolate_grades_one_file_in_a_child_with_both_limits(untrained_model, tmp_path, monkeypatch):
+    # The child itself is what the folder test runs; here, that one file reaches it.
+    calls = []
+
+    def child(path, name, quick, timeout, url=None, memory_limit=None):
+        calls.append((path, quick, timeout, url, memory_limit))
+        return grading.Report(name, "invalid", message=grading._memory_message(memory_limit))
+
+    monkeypatch.setattr(grading, "grade_isolated", child)
+    out = tmp_path / "v.json"
+    assert grading.main([str(untrained_model), "--isolate", "--timeout", "7",
+                         "--memory-limit", "2.5", "--json", str(out)]) == 2
+    assert calls == [(untrained_model, True, 7, None, int(2.5 * GIB))]
+    assert "memory limit of 2.5 GiB" in json.loads(out.read_text())["message"]
+    calls.clear()
+    assert grading.main([str(untrained_model), "--json", str(out)]) == 1  # in this process
+    assert calls == []

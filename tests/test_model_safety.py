@@ -203,3 +203,25 @@ def test_a_model_without_a_weights_file_is_refused(plain, folder):
         out.writestr("model.weights.npz", b"")
     with pytest.raises(InvalidSubmission, match="holds no model.weights.h5"):
         model_safety.read_configuration(path)
+
+
+def test_a_nested_model_compiled_with_a_huge_metric_is_refused(folder):
+    inputs = keras.Input((64, 84, 1))
+    inner = keras.Sequential([keras.Input((64, 84, 1)), layers.Conv2D(11, 1, activation="softmax")])
+    inner.compile("sgd", "sparse_categorical_crossentropy", metrics=[keras.metrics.MeanIoU(11)])
+    honest = folder / "nested.keras"
+    keras.Model(inputs, inner(inputs)).save(honest)
+    model_safety.check_sizes(honest, model_safety.read_configuration(honest))
+    # Keras compiles a nested model as it loads it, creating MeanIoU's num_classes^2 totals:
+    # 4 TiB here.
+    bomb = folder / "nested-metric.keras"
+    with zipfile.ZipFile(honest) as src, zipfile.ZipFile(bomb, "w") as out:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == "config.json":
+                assert data.count(b'"num_classes": 11') == 1
+                data = data.replace(b'"num_classes": 11', b'"num_classes": 1048576')
+            out.writestr(name, data)
+    message, seconds = refused(bomb)
+    assert "has a nested model compiled with a metric given the number 1,048,576" in message
+    assert "the limit is 4,096" in message and seconds < 5
