@@ -62,6 +62,7 @@ TIMEOUT = 600  # seconds one submission may take in folder mode or --isolate
 # far more), and under a 1.5 GiB RLIMIT_AS grading spun for minutes instead of failing.
 MEMORY_LIMIT_GB = 4.0
 _OUR_FILES = {"grades.csv", "grades.json"}
+MAX_OUTPUT_BYTES = 64 << 20  # our tables and verdicts: about 1 KB per submission
 # Phrases of an allocation refused under the memory limit: Python, NumPy, TensorFlow, C++.
 _OUT_OF_MEMORY = re.compile(r"MemoryError|Unable to allocate|OOM when allocating|bad_alloc|"
                             r"Cannot allocate memory|ResourceExhausted")
@@ -249,18 +250,40 @@ def grade_file(path, test_data, name=None):
     return report_for_scores(name, scores)
 
 
+CSV_COLUMNS = (["submission", "status", "grade"] + [f"iou_{d}" for d in DIGITS]
+               + [f"dice_{d}" for d in DIGITS] + ["message"])
+
+
+def _our_output(path):
+    """Whether ``path`` is a table or verdict an earlier run wrote, whatever its name (--csv, --json)."""
+    if path.name in _OUR_FILES or path.name.endswith(".grade.json"):
+        return True
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".json") or path.stat().st_size > MAX_OUTPUT_BYTES:
+        return False  # a large file is no table of ours; it gets graded (and refused)
+    try:
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".csv":
+            return text.splitlines()[:1] == [",".join(CSV_COLUMNS)]
+        verdicts = json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    verdicts = verdicts if isinstance(verdicts, list) else [verdicts]
+    return bool(verdicts) and all(isinstance(v, dict) and {"submission", "status"} <= set(v)
+                                  for v in verdicts)
+
+
 def submissions_in(folder):
     """List the files of a submissions folder (recursively, sorted, skipping hidden and our outputs)."""
     folder = Path(folder)
     return sorted(p for p in folder.rglob("*") if p.is_file()
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-                  and p.name not in _OUR_FILES and not p.name.endswith(".grade.json"))
+                  and not _our_output(p))
 
 
 def write_csv(reports, path):
     """Write one row per report: status, grade, the ten IoUs and Dice scores, the message."""
-    columns = (["submission", "status", "grade"] + [f"iou_{d}" for d in DIGITS]
-               + [f"dice_{d}" for d in DIGITS] + ["message"])
+    columns = CSV_COLUMNS
     rows = io.StringIO(newline="")
     writer = csv.writer(rows)
     writer.writerow(columns)

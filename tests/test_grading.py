@@ -1,6 +1,7 @@
 """The grader: the grade formula, safe loading, verdicts and exit codes, the folder table."""
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -85,12 +86,12 @@ def quick_splits():
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
+def model_files(tmp_path_factory):
     return tmp_path_factory.mktemp("submissions")
 
 
 @pytest.fixture(scope="module")
-def good_model(quick_splits, models_dir):
+def good_model(quick_splits, model_files):
     """Train inside the test until the grade on the quick test split passes (at most 10 epochs)."""
     model = small_fcn()
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
@@ -102,29 +103,29 @@ def good_model(quick_splits, models_dir):
         if grading.passed(value):
             break
     assert grading.passed(value), f"the test's model only reached a grade of {value:.1f}"
-    path = models_dir / "good.keras"
+    path = model_files / "good.keras"
     model.save(path)
     return path, value
 
 
 @pytest.fixture(scope="module")
-def untrained_model(models_dir):
-    path = models_dir / "untrained.keras"
+def untrained_model(model_files):
+    path = model_files / "untrained.keras"
     small_fcn(seed=1).save(path)
     return path
 
 
 @pytest.fixture(scope="module")
-def bombs(models_dir):
+def bombs(model_files):
     """Files of kilobytes to megabytes that declare gigabytes, and one that needs them to run."""
-    plain = bomb_files.two_layer_model(models_dir / "plain.keras")
+    plain = bomb_files.two_layer_model(model_files / "plain.keras")
     return {
         # Under the 4 GiB above which Keras 3.15 refuses such arrays and zip entries itself.
-        "weights": bomb_files.weights_bomb(plain, models_dir / "weights-bomb.keras", int(3.8 * GIB)),
-        "config": bomb_files.config_bomb(plain, models_dir / "config-bomb.keras", 1 << 36),
-        "zip": bomb_files.zip_bomb(plain, models_dir / "zip-bomb.keras", mib=3900),
+        "weights": bomb_files.weights_bomb(plain, model_files / "weights-bomb.keras", int(3.8 * GIB)),
+        "config": bomb_files.config_bomb(plain, model_files / "config-bomb.keras", 1 << 36),
+        "zip": bomb_files.zip_bomb(plain, model_files / "zip-bomb.keras", mib=3900),
         # 64 x 64 times the image in its activations: 2.8 GB for a batch of 32.
-        "activations": bomb_files.wide_model(models_dir / "wide.keras", 64),
+        "activations": bomb_files.wide_model(model_files / "wide.keras", 64),
     }
 
 
@@ -290,6 +291,20 @@ def test_a_folder_is_graded_into_a_csv_with_one_row_per_submission(
     assert [p.relative_to(folder).as_posix() for p in grading.submissions_in(folder)] == [
         "alice.keras", "bob.keras", "carol/model.keras", "dave.keras", "mallory.keras",
         "oscar.keras"]
+
+
+def test_tables_and_verdicts_written_under_other_names_are_not_graded_next_time(tmp_path):
+    folder = tmp_path / "class"
+    folder.mkdir()
+    (folder / "alice.keras").write_bytes(b"PK\x03\x04")
+    report = grading.Report("alice.keras", "fail", grade=12.5)
+    grading.write_csv([report], folder / "results.csv")  # --csv results.csv
+    (folder / "verdicts.json").write_text(json.dumps([dataclasses.asdict(report)]))  # --json
+    (folder / "alice.keras.grade.json").write_text(json.dumps(dataclasses.asdict(report)))
+    # Files a student handed in that merely look like tables are still graded.
+    (folder / "notes.csv").write_text("my model, trained for 20 epochs\n")
+    (folder / "config.json").write_text(json.dumps({"epochs": 20}))
+    assert [p.name for p in grading.submissions_in(folder)] == ["alice.keras", "config.json", "notes.csv"]
 
 
 def test_an_empty_folder_is_exit_2(tmp_path):
