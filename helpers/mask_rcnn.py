@@ -53,7 +53,8 @@ MASK_SIZE = 28
 EXPORT_MASK_SIZE = 33  # the TF Hub model's box-relative masks are 33x33
 MAX_DETECTIONS = 100  # padded like the TF Hub model's outputs
 
-VERSION = 1  # bump when the architecture changes; the shipped weights must be retrained
+VERSION = 2  # bump when the architecture or training changes; the shipped weights must be retrained
+EXPORT_VERSION = 2  # bump when the exported SavedModel changes, so cached exports are rebuilt
 WEIGHTS = Path(__file__).with_name("weights") / f"small_mask_rcnn_v{VERSION}.weights.h5"
 RESULTS = WEIGHTS.with_suffix("").with_suffix(".json")  # how WEIGHTS were made, and their scores
 TRAIN_COMMAND = "python -m helpers.mask_rcnn train"
@@ -119,15 +120,18 @@ def decode_boxes(deltas, anchors):
     return tf.stack([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2], -1)
 
 
-def roi_align(features, boxes, box_indices, output_size, sampling=2):
+def roi_align(features, boxes, box_indices, output_size, sampling=2, method="bilinear"):
     """Cut an (output_size, output_size) crop per box out of ``features`` [B, H, W, C].
 
     ``boxes`` [N, 4] are normalised pixel-edge boxes; ``box_indices`` [N] say which image.
     Each output bin averages ``sampling`` x ``sampling`` bilinear samples taken at regular
     points inside it, as in the paper's RoIAlign. Feature cell (i, j) sits at the centre of
-    its stride x stride patch of pixels, hence the half-cell shifts.
+    its stride x stride patch of pixels, hence the half-cell shifts. Points in the half cell
+    beyond the outer centres read the border value, not zero.
     """
     height, width = tf.shape(features)[1], tf.shape(features)[2]
+    # One cell of edge padding: crop_and_resize would read zeros past the outer centres.
+    features = tf.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], "SYMMETRIC")
     n = output_size * sampling
     h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
     y1, x1, y2, x2 = tf.unstack(tf.convert_to_tensor(boxes, tf.float32), axis=-1)
@@ -135,10 +139,10 @@ def roi_align(features, boxes, box_indices, output_size, sampling=2):
     step_y, step_x = (y2 - y1) / n, (x2 - x1) / n
     first_y, last_y = (y1 + step_y / 2) * h - 0.5, (y2 - step_y / 2) * h - 0.5
     first_x, last_x = (x1 + step_x / 2) * w - 0.5, (x2 - step_x / 2) * w - 0.5
-    # crop_and_resize maps 0..1 onto the first..last cell centre.
-    crop_boxes = tf.stack([first_y / tf.maximum(h - 1, 1.0), first_x / tf.maximum(w - 1, 1.0),
-                           last_y / tf.maximum(h - 1, 1.0), last_x / tf.maximum(w - 1, 1.0)], -1)
-    crops = tf.image.crop_and_resize(features, crop_boxes, box_indices, [n, n])
+    # crop_and_resize maps 0..1 onto the first..last cell centre of the padded map.
+    crop_boxes = tf.stack([(first_y + 1) / (h + 1), (first_x + 1) / (w + 1),
+                           (last_y + 1) / (h + 1), (last_x + 1) / (w + 1)], -1)
+    crops = tf.image.crop_and_resize(features, crop_boxes, box_indices, [n, n], method=method)
     if sampling > 1:
         crops = tf.nn.avg_pool2d(crops, sampling, sampling, "VALID")
     return crops
@@ -323,7 +327,12 @@ def rpn_targets(anchors, gt_boxes, gt_labels, seed, per_image=256, positive_frac
     return positive, negative, targets
 
 
-def roi_targets(proposals, valid, gt_boxes, gt_labels, seed, per_image=32, positive_fraction=0.25):
+ROIS_PER_IMAGE = 32  # sampled for the heads in training
+MAX_POSITIVE_ROIS = 8  # a quarter of them at most: these are also the mask head's RoIs
+
+
+def roi_targets(proposals, valid, gt_boxes, gt_labels, seed, per_image=ROIS_PER_IMAGE,
+                max_positive=MAX_POSITIVE_ROIS):
     """Match proposals (and the true boxes themselves) to true boxes, and sample RoIs.
 
     Positive: IoU >= 0.5 with a true box; negative: below it. Returns the sampled RoIs [B, R, 4],
@@ -337,8 +346,7 @@ def roi_targets(proposals, valid, gt_boxes, gt_labels, seed, per_image=32, posit
     best_iou, best_gt = tf.reduce_max(iou, 2), tf.argmax(iou, 2, output_type=tf.int32)
     seeds = tf.random.experimental.stateless_split(seed, 2)
     batch = tf.shape(gt_labels)[0]
-    positive = sample_mask(real & (best_iou >= 0.5),
-                           tf.fill([batch], int(per_image * positive_fraction)), seeds[0])
+    positive = sample_mask(real & (best_iou >= 0.5), tf.fill([batch], max_positive), seeds[0])
     negative = sample_mask(real & (best_iou < 0.5),
                            per_image - tf.reduce_sum(tf.cast(positive, tf.int32), 1), seeds[1])
     order = tf.cast(positive, tf.float32) * 2 + tf.cast(negative, tf.float32)
@@ -356,7 +364,9 @@ def mask_targets(gt_masks, boxes, matched):
     batch, n_gt = tf.shape(gt_masks)[0], tf.shape(gt_masks)[1]
     flat = tf.reshape(tf.cast(gt_masks, tf.float32), [-1, tf.shape(gt_masks)[2], tf.shape(gt_masks)[3], 1])
     index = tf.reshape(matched + tf.range(batch)[:, None] * n_gt, [-1])
-    crops = roi_align(flat, tf.reshape(boxes, [-1, 4]), index, MASK_SIZE, sampling=1)
+    # Nearest: each target cell takes the value of the pixel its centre falls in, so a small
+    # object's mask is not eroded by interpolating with the background around it.
+    crops = roi_align(flat, tf.reshape(boxes, [-1, 4]), index, MASK_SIZE, sampling=1, method="nearest")
     return tf.reshape(tf.cast(crops[..., 0] >= 0.5, tf.float32), [batch, -1, MASK_SIZE, MASK_SIZE])
 
 
@@ -388,8 +398,8 @@ def compute_losses(model, images, gt_boxes, gt_labels, gt_masks, seed, training=
     posf = tf.cast(is_positive, tf.float32)
     head_box = tf.reduce_sum(posf[..., None] * _huber(chosen - box_targets)) / tf.maximum(tf.reduce_sum(posf), 1.0)
 
-    # Masks only for positives, which come first: the first 8 RoIs of each image.
-    n_mask = 8
+    # Masks only for positives, which come first: at most MAX_POSITIVE_ROIS per image.
+    n_mask = MAX_POSITIVE_ROIS
     mask_rois, mask_pos = rois[:, :n_mask], posf[:, :n_mask]
     mask_labels, mask_matched = labels[:, :n_mask], matched[:, :n_mask]
     target = mask_targets(gt_masks, mask_rois, mask_matched)
@@ -491,6 +501,32 @@ def shipped_results():
     return json.loads(RESULTS.read_text())
 
 
+def to_centre_boxes(boxes, image_size):
+    """Turn pixel-edge boxes into the convention of the lab's ``reframe_box_masks``.
+
+    There, as in the Object Detection API, 0 and 1 are the centres of the first and last
+    pixel, so a box's pixel-edge coordinate y * H becomes (y * H - 0.5) / (H - 1).
+    """
+    size = tf.cast(image_size, tf.float32)
+    scale = tf.concat([size, size], 0)
+    return tf.clip_by_value((boxes * scale - 0.5) / tf.maximum(scale - 1.0, 1.0), 0.0, 1.0)
+
+
+def to_corner_masks(masks):
+    """Resample (N, 28, 28) bin-centre masks to the lab's (N, 33, 33) box masks.
+
+    ``reframe_box_masks`` puts cell j of 33 at j / 32 of the way across the box, edges included,
+    while the mask head predicts the centres of 28 bins: so read the 28 at -0.5 .. 27.5 (their
+    border values past the outer centres).
+    """
+    count = tf.shape(masks)[0]
+    padded = tf.pad(masks[..., None], [[0, 0], [1, 1], [1, 1], [0, 0]], "SYMMETRIC")
+    lo, hi = 0.5 / (MASK_SIZE + 1), (MASK_SIZE + 0.5) / (MASK_SIZE + 1)
+    crops = tf.image.crop_and_resize(padded, tf.tile([[lo, lo, hi, hi]], [count, 1]), tf.range(count),
+                                     [EXPORT_MASK_SIZE, EXPORT_MASK_SIZE])
+    return tf.clip_by_value(crops[..., 0], 0.0, 1.0)
+
+
 def hub_module(model):
     """Wrap a SmallMaskRCNN as a ``tf.Module`` with the TF Hub Mask R-CNN's call signature."""
     coco_ids = tf.constant(scenes.COCO_IDS, tf.float32)
@@ -510,11 +546,12 @@ def hub_module(model):
             small = tf.image.resize(tf.cast(images, tf.float32), [IMAGE_SIZE, IMAGE_SIZE],
                                     antialias=True)
             out = self.model.detect(small)
-            masks = tf.image.resize(out["masks"][0][..., None], [EXPORT_MASK_SIZE, EXPORT_MASK_SIZE])
-            masks = tf.clip_by_value(masks[..., 0], 0.0, 1.0)
-            classes = tf.where(out["labels"] > 0, tf.gather(coco_ids, tf.maximum(out["labels"] - 1, 0)), 0.0)
+            real = out["labels"] > 0
+            boxes = tf.where(real[..., None], to_centre_boxes(out["boxes"], tf.shape(images)[1:3]), 0.0)
+            masks = to_corner_masks(out["masks"][0])
+            classes = tf.where(real, tf.gather(coco_ids, tf.maximum(out["labels"] - 1, 0)), 0.0)
             return {
-                "detection_boxes": out["boxes"],
+                "detection_boxes": boxes,
                 "detection_classes": classes,
                 "detection_scores": out["scores"],
                 "detection_masks": masks[None],
@@ -535,7 +572,7 @@ def saved_model_dir(weights=WEIGHTS, root=None):
 
     if digest == "missing":
         load_model(weights)  # raises the WeightsError that says how to rebuild them
-    return download.install_folder(models / f"small-mask-rcnn-v{VERSION}-{digest}", build)
+    return download.install_folder(models / f"small-mask-rcnn-v{VERSION}-e{EXPORT_VERSION}-{digest}", build)
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -596,8 +633,11 @@ def main(argv=None):
         record.update({"command": TRAIN_COMMAND, "weights": args.weights.name,
                        "sha256": download.sha256_file(args.weights),
                        "tensorflow": tf.__version__, "keras": keras.__version__})
-        download.write_atomically(args.weights.with_suffix("").with_suffix(".json"),
-                                  lambda path: Path(path).write_text(json.dumps(record, indent=1) + "\n"))
+        def write(path):
+            Path(path).write_text(json.dumps(record, indent=1) + "\n")
+            os.chmod(path, 0o644)  # a shipped file: mkstemp's 0600 would hide it from others
+
+        download.write_atomically(args.weights.with_suffix("").with_suffix(".json"), write)
     return 0
 
 
