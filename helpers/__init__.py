@@ -8,8 +8,11 @@
 - Models and results: ``models`` (notebook 1's VGG-16 encoder), ``metrics`` (the one IoU and
   Dice), ``viz`` (palettes, panels, curves, browsers, detections).
 - Notebook 3: ``detection`` (Mask R-CNN outputs to instance masks), ``coco`` (the COCO label
-  map), ``standin`` (the offline stand-in model).
+  map, COCO mask AP), ``mask_rcnn`` (the small Mask R-CNN: model, training, export,
+  evaluation; its weights in ``weights/``), ``scenes`` (its generated scenes), ``standin``
+  (the tests' rule-based stand-in model).
 - The assignment: ``assignment`` (exercise checks), ``grading`` (the grader),
+  ``model_safety`` (what a submitted model file may declare, checked before it is loaded),
   ``student_notebook`` (generates the student notebook from the solution).
 - Notebooks as code: ``notebook_code`` (functions and exercise blocks out of a notebook),
   ``run_notebooks`` (headless runs).
