@@ -616,19 +616,22 @@ def main(argv=None):
     train_cmd.add_argument("--test-scenes", type=int, default=300)
     eval_cmd = sub.add_parser("evaluate", help="COCO mask AP of the weights on held-out scenes")
     eval_cmd.add_argument("--weights", type=Path, default=WEIGHTS)
-    eval_cmd.add_argument("--test-scenes", type=int, default=300)
+    eval_cmd.add_argument("--scenes", dest="test_scenes", type=int, default=300)
+    eval_cmd.add_argument("--split", choices=("test", "validation"), default="test",
+                          help="validation scenes to tune a recipe on; test scenes to report")
     args = parser.parse_args(argv)
 
-    test_seeds = scenes.TEST_SEEDS[:args.test_scenes]
+    split = getattr(args, "split", "test")
+    seeds = (scenes.VALIDATION_SEEDS if split == "validation" else scenes.TEST_SEEDS)[:args.test_scenes]
     if args.command == "train":
         tf.config.experimental.enable_op_determinism()
         model, record = train(args.steps, args.seed, args.weights)
     else:
         model, record = load_model(args.weights), {}
     start = time.perf_counter()
-    record["test"] = evaluate(hub_module(model), test_seeds)
+    record[split] = evaluate(hub_module(model), seeds)
     record["evaluation_seconds"] = round(time.perf_counter() - start, 1)
-    print(json.dumps(record["test"], indent=1))
+    print(json.dumps(record[split], indent=1))
     if args.command == "train":
         record.update({"command": TRAIN_COMMAND, "weights": args.weights.name,
                        "sha256": download.sha256_file(args.weights),

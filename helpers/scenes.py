@@ -26,7 +26,9 @@ MAX_INSTANCES = 8
 MIN_VISIBLE = 0.45  # an instance keeps at least this share of its area visible
 MIN_PIXELS = 40
 
-# Seed ranges, kept apart so that no scene is both trained and scored on.
+# Seed ranges, kept apart so that no scene is both trained and scored on: validation scenes
+# are for tuning a recipe (``python -m helpers.mask_rcnn evaluate --split validation``), test
+# scenes for the figures reported with the weights and in notebook 3.
 TRAIN_SEEDS = range(0, 100_000)
 VALIDATION_SEEDS = range(100_000, 110_000)
 TEST_SEEDS = range(200_000, 210_000)
