@@ -63,9 +63,3 @@ def url_variable(dataset):
 def mirror_url(dataset):
     """Return the user's mirror URL for a dataset, or None when it is not set."""
     return os.environ.get(url_variable(dataset), "").strip() or None
-
-
-def describe():
-    """Return a one-line summary of the active configuration for a notebook's setup cell."""
-    mode = "quick (small generated data)" if quick_mode() else "full (real data)"
-    return f"Mode: {mode}; data cache: {data_dir()}"

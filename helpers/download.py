@@ -270,6 +270,8 @@ def fetch(name, url=None, quick=None, root=None):
     official URL (in quick mode: an archive generated in the same format). Quick and full
     data are cached apart, in ``<name>-quick`` and ``<name>``.
     """
+    if name not in DATASETS:
+        raise ValueError(f"No dataset {name!r} in the registry; it has {', '.join(sorted(DATASETS))}.")
     source = DATASETS[name]
     quick = config.quick_mode() if quick is None else quick
     root = Path(root) if root is not None else config.data_dir()
@@ -450,7 +452,6 @@ TEST_IMAGES = {
 }
 
 
-
 def _is_url(text):
     """Return True for what ``load_image`` downloads: an http or https URL."""
     return urllib.parse.urlsplit(str(text)).scheme in ("http", "https")
@@ -481,12 +482,12 @@ def _fetch_image(url, timeout):
     if target.is_file():
         return target
 
-    def fetch(part):
+    def download_and_check(part):
         with open(part, "wb") as out:
             download_to(url, out, f"the image {url}", target, timeout=timeout)
         _decode(part, url)  # a web page or a truncated file is never cached
 
-    return write_atomically(target, fetch)
+    return write_atomically(target, download_and_check)
 
 
 def _decode(path, source):

@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
@@ -44,16 +43,24 @@ LONG_ON_CPU = {"01", "02", "04"}  # notebooks whose full run on a CPU is worth a
 
 # Messages learners cannot act on: TensorFlow's C++ start-up logs (matched line by line) and
 # Keras' warning on every fit of a tf.data.Dataset (a dataset is shuffled in its pipeline).
+# Without an NVIDIA device, TensorFlow's CUDA build also says it found no GPU: noise there, but
+# the one explanation on a machine whose GPU it cannot use, so those lines are kept there.
+NO_GPU_NOISE = r"failed call to cuInit|Could not find cuda drivers on your machine"
 STARTUP_NOISE = re.compile(
     r"All log messages before absl::InitializeLog\(\) is called"
-    r"|failed call to cuInit"
-    r"|Could not find cuda drivers on your machine"
     r"|oneDNN custom operations are on"
     r"|This TensorFlow binary is optimized to use available CPU instructions"
     r"|^To enable the following instructions: .* rebuild TensorFlow"
     r"|Unable to register cu(DNN|FFT|BLAS) factory"
     r"|computation placer already registered"
     r"|TF-TRT Warning: Could not find TensorRT")
+TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-tpu", "tf-nightly")
+_FILTER = ("import re, sys\n"
+           "noise = re.compile(sys.argv[1])\n"
+           "for line in sys.stdin.buffer:\n"
+           "    if line.strip() and not noise.search(line.decode(errors='replace')):\n"
+           "        sys.stdout.buffer.write(line)\n"
+           "        sys.stdout.buffer.flush()\n")
 KERAS_SHUFFLE_WARNING = (r"`shuffle=True` was passed, but will be ignored since the data `x` was "
                          r"provided as a tf\.data\.Dataset")
 
@@ -68,12 +75,23 @@ class Facts:
     data_dir: str = ""
     notebook: str = ""  # "01".."04"
     cpu_count: int = 0
+    nvidia_device: bool = False  # an NVIDIA GPU is attached, whether TensorFlow can use it or not
+    installed: dict = None  # versions pip has installed, where they differ from those running
 
 
 def parse_version(text):
     """Return the leading (major, minor) of a version string, or None."""
     found = re.match(r"\s*(\d+)\.(\d+)", str(text or ""))
     return tuple(int(v) for v in found.groups()) if found else None
+
+
+def tensorflow_distribution():
+    """Return (distribution name, version) of the installed TensorFlow, whichever build it is."""
+    for name in TENSORFLOW_DISTRIBUTIONS:
+        version = installed_version(name)
+        if version:
+            return name, version
+    return "tensorflow", None
 
 
 def installed_version(distribution):
@@ -102,13 +120,16 @@ def colab_setup(checkout):
     subprocess.run([*run, "--no-deps", "-e", str(checkout)], check=True)
     versions = {name: installed_version(dist) for name, dist in
                 {**DISTRIBUTIONS, **{name: name for name in UNVERSIONED}}.items()}
+    tf_name, versions["TensorFlow"] = tensorflow_distribution()
     needs = missing_on_colab(versions)
     if not needs:
         print("Colab already has every package the course needs; nothing installed.")
         return needs
-    keep = [f"tensorflow=={versions['TensorFlow']}"] if versions["TensorFlow"] else []
+    keep = [f"{tf_name}=={versions['TensorFlow']}"] if versions["TensorFlow"] else []
     subprocess.run([*run, *needs, *keep], check=True)  # pinning TF: pip may not swap it
-    print("Installed:", ", ".join(needs), "(Colab's TensorFlow is unchanged)")
+    names = [re.split(r"[<>=!~ ]", need)[0] for need in needs]
+    print("Installed:", ", ".join(f"{name} {installed_version(name) or '?'}" for name in names),
+          "(Colab's TensorFlow is unchanged)")
     if any(need.startswith("keras") for need in needs) and "keras" in sys.modules:
         print("Keras was already imported: restart the session (Runtime > Restart session).")
     return needs
@@ -120,42 +141,75 @@ def quiet():
     warnings.filterwarnings("ignore", message=KERAS_SHUFFLE_WARNING)
 
 
+def nvidia_device():
+    """Whether an NVIDIA GPU is attached to this machine (TensorFlow may still fail to use it)."""
+    return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")
+
+
+def startup_noise(gpu_attached=None):
+    """Return the pattern of start-up lines to drop; CUDA's "no GPU" lines only without a GPU."""
+    gpu_attached = nvidia_device() if gpu_attached is None else gpu_attached
+    return STARTUP_NOISE if gpu_attached else re.compile(f"{STARTUP_NOISE.pattern}|{NO_GPU_NOISE}")
+
+
 @contextlib.contextmanager
-def filtered_stderr(noise=STARTUP_NOISE):
-    """Hold back what C++ code writes to stderr; pass on every line that is not ``noise``."""
+def filtered_stderr(noise=None):
+    """Pass on what C++ code writes to stderr, line by line as it comes, except ``noise``.
+
+    A separate process does the filtering, so a line written just before a crash (TensorFlow
+    aborting on an unsupported CPU, say) still gets through.
+    """
+    noise = startup_noise() if noise is None else noise
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError):
         yield
         return
-    with tempfile.TemporaryFile(mode="w+b") as held:
-        os.dup2(held.fileno(), 2)
+    try:
+        child = subprocess.Popen([sys.executable, "-c", _FILTER, noise.pattern], stdin=subprocess.PIPE,
+                                 stdout=saved, stderr=subprocess.DEVNULL)
+    except OSError:
+        os.close(saved)
+        yield
+        return
+    os.dup2(child.stdin.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        child.stdin.close()  # the filter reads to the end, then exits
         try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            kept = [line for line in held.read().decode(errors="replace").splitlines()
-                    if line.strip() and not noise.search(line)]
-            if kept:
-                print("\n".join(kept), file=sys.stderr)
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        os.close(saved)
 
 
 def gather(notebook=""):
     """Return the Facts of this machine (importing TensorFlow quietly)."""
     quiet()
-    with filtered_stderr():
-        import tensorflow as tf
+    versions = {"Python": ".".join(map(str, sys.version_info[:3]))}
+    versions.update({name: installed_version(dist) for name, dist in DISTRIBUTIONS.items()})
+    versions["TensorFlow"] = tensorflow_distribution()[1]
+    installed = dict(versions)
+    gpus, names = [], []
+    try:
+        with filtered_stderr():
+            import tensorflow as tf
 
-        gpus = tf.config.list_physical_devices("GPU")
-        names = []
-        for gpu in gpus:
-            try:
-                names.append(tf.config.experimental.get_device_details(gpu).get("device_name"))
-            except Exception:  # details are best effort; the count is what matters
-                names.append(None)
+            gpus = tf.config.list_physical_devices("GPU")
+            for gpu in gpus:
+                try:
+                    names.append(tf.config.experimental.get_device_details(gpu).get("device_name"))
+                except Exception:  # details are best effort; the count is what matters
+                    names.append(None)
+        import keras
+
+        # What runs, which after an upgrade in this session is not what pip has installed.
+        versions.update(TensorFlow=tf.__version__, Keras=keras.__version__)
+    except ImportError:
+        versions.update(TensorFlow=None)
     from helpers import distribute
 
     if gpus:
@@ -164,10 +218,11 @@ def gather(notebook=""):
         accelerator = "TPU"
     else:
         accelerator = "CPU"
-    versions = {"Python": ".".join(map(str, sys.version_info[:3]))}
-    versions.update({name: installed_version(dist) for name, dist in DISTRIBUTIONS.items()})
+    stale = {name: installed[name] for name in ("TensorFlow", "Keras")
+             if versions[name] and installed[name] and installed[name] != versions[name]}
     return Facts(versions=versions, accelerator=accelerator, quick=config.quick_mode(),
-                 data_dir=str(config.data_dir()), notebook=notebook, cpu_count=os.cpu_count() or 0)
+                 data_dir=str(config.data_dir()), notebook=notebook, cpu_count=os.cpu_count() or 0,
+                 nvidia_device=nvidia_device(), installed=stale)
 
 
 def problems(facts):
@@ -183,6 +238,12 @@ def problems(facts):
         elif version is not None and version < floor:
             found.append(f"{name} {text} is older than the course's floor {wanted}: expect errors; "
                          f"upgrade it (pip install -r requirements.txt).")
+    for name, newer in (facts.installed or {}).items():
+        found.append(f"{name} {newer} is installed but {facts.versions.get(name)} is running: "
+                     "restart the session (on Colab: Runtime > Restart session) to use it.")
+    if facts.accelerator == "CPU" and facts.nvidia_device:
+        found.append("This machine has an NVIDIA GPU, but TensorFlow cannot use it (see the "
+                     "messages above): check the CUDA driver, or install a TensorFlow built for it.")
     if not facts.quick and facts.accelerator == "CPU":
         cost = FULL_MODE_ON_CPU.get(facts.notebook)
         if facts.notebook in LONG_ON_CPU or cost is None:

@@ -103,7 +103,7 @@ def test_quiet_drops_keras_shuffle_warning_and_keeps_others(monkeypatch):
 
 
 def test_filtered_stderr_drops_startup_noise_and_keeps_the_rest(capfd):
-    with environment.filtered_stderr():
+    with environment.filtered_stderr(environment.startup_noise(gpu_attached=False)):
         os.write(2, b"E0000 00:00:1.2 3 cuda_platform.cc:52] failed call to cuInit: INTERNAL: "
                     b"CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\n"
                     b"I0000 00:00:1.2 3 port.cc:153] oneDNN custom operations are on.\n"
@@ -118,14 +118,60 @@ def test_colab_setup_installs_the_package_then_what_is_missing_keeping_tensorflo
     found = {"tensorflow": "2.19.0", "keras": "3.10.0", "tensorflow-datasets": "4.9.9",
              "tensorflow-hub": "0.16.1", "importlib_resources": None, "pycocotools": "2.0.10",
              "scipy": "1.16.0"}
-    monkeypatch.setattr(environment.subprocess, "run", lambda args, check: calls.append(args[5:]))
+    installs = {"keras>=3.11": {"keras": "3.12.0"}, "importlib_resources": {"importlib_resources": "6.5.2"}}
+
+    def pip(args, check):  # a pip that installs what it is asked for
+        calls.append(args[5:])
+        for need in args[5:]:
+            found.update(installs.get(need, {}))
+
+    monkeypatch.setattr(environment.subprocess, "run", pip)
     monkeypatch.setattr(environment, "installed_version", found.get)
     assert environment.colab_setup("segmentation-course") == ["keras>=3.11", "importlib_resources"]
     assert calls == [["--no-deps", "-e", "segmentation-course"],
                      ["keras>=3.11", "importlib_resources", "tensorflow==2.19.0"]]
-    assert "Installed: keras>=3.11, importlib_resources" in capsys.readouterr().out
+    assert "Installed: keras 3.12.0, importlib_resources 6.5.2" in capsys.readouterr().out
     calls.clear()
-    found.update(keras="3.12.0", importlib_resources="6.5.2")
     assert environment.colab_setup("segmentation-course") == []
     assert calls == [["--no-deps", "-e", "segmentation-course"]]
     assert "nothing installed" in capsys.readouterr().out
+
+
+def test_colab_setup_pins_whichever_tensorflow_build_is_installed(monkeypatch):
+    calls = []
+    found = {"tensorflow-cpu": "2.20.0", "keras": "3.10.0", "tensorflow-datasets": "4.9.9",
+             "tensorflow-hub": "0.16.1", "importlib_resources": "6.5.2", "pycocotools": "2.0.10",
+             "scipy": "1.16.0"}
+    monkeypatch.setattr(environment.subprocess, "run", lambda args, check: calls.append(args[5:]))
+    monkeypatch.setattr(environment, "installed_version", found.get)
+    environment.colab_setup("segmentation-course")
+    assert calls[-1] == ["keras>=3.11", "tensorflow-cpu==2.20.0"]
+
+
+def test_an_upgrade_not_yet_running_and_an_unusable_gpu_are_named():
+    stale = Facts(versions=dict(TESTED), installed={"Keras": "3.16.0"}, quick=True, notebook="01")
+    assert any("Keras 3.16.0 is installed but 3.15.1 is running: restart" in p
+               for p in environment.problems(stale))
+    unusable = Facts(versions=dict(TESTED), accelerator="CPU", nvidia_device=True, quick=True)
+    assert any("NVIDIA GPU, but TensorFlow cannot use it" in p for p in environment.problems(unusable))
+    usable = Facts(versions=dict(TESTED), accelerator="GPU: T4", nvidia_device=True, quick=True)
+    assert environment.problems(usable) == []
+
+
+def test_cuda_start_up_errors_are_kept_where_a_gpu_is_attached(capfd):
+    line = b"E0000 cuda_platform.cc:52] failed call to cuInit: CUDA error: UNKNOWN ERROR (303)\n"
+    with environment.filtered_stderr(environment.startup_noise(gpu_attached=True)):
+        os.write(2, line)
+    assert "failed call to cuInit" in capfd.readouterr().err
+
+
+def test_a_line_written_just_before_a_crash_still_gets_through():
+    import subprocess
+    import sys
+
+    script = ("import os\nfrom helpers import environment\n"
+              "with environment.filtered_stderr():\n"
+              "    os.write(2, b'F0000 fatal: this CPU lacks AVX\\n')\n"
+              "    os.abort()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=REPO_DIR, timeout=60)
+    assert done.returncode != 0 and b"fatal: this CPU lacks AVX" in done.stderr
