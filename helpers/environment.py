@@ -204,20 +204,26 @@ def gather(notebook=""):
                     names.append(tf.config.experimental.get_device_details(gpu).get("device_name"))
                 except Exception:  # details are best effort; the count is what matters
                     names.append(None)
+        # What runs, which after an upgrade in this session is not what pip has installed.
+        versions["TensorFlow"] = tf.__version__
+    except ImportError:  # the report says it is missing, and how to install it
+        versions["TensorFlow"] = None
+    try:
         import keras
 
-        # What runs, which after an upgrade in this session is not what pip has installed.
-        versions.update(TensorFlow=tf.__version__, Keras=keras.__version__)
+        versions["Keras"] = keras.__version__
     except ImportError:
-        versions.update(TensorFlow=None)
-    from helpers import distribute
+        versions["Keras"] = None
 
-    if gpus:
+    if versions["TensorFlow"] is None:
+        accelerator = "unknown (TensorFlow is not installed)"
+    elif gpus:
         accelerator = f"GPU: {', '.join(n or g.name for n, g in zip(names, gpus))}"
-    elif distribute._tpu_attached() or os.environ.get("COLAB_TPU_ADDR"):
-        accelerator = "TPU"
     else:
-        accelerator = "CPU"
+        from helpers import distribute
+
+        tpu = distribute._tpu_attached() or os.environ.get("COLAB_TPU_ADDR")
+        accelerator = "TPU" if tpu else "CPU"
     stale = {name: installed[name] for name in ("TensorFlow", "Keras")
              if versions[name] and installed[name] and installed[name] != versions[name]}
     return Facts(versions=versions, accelerator=accelerator, quick=config.quick_mode(),

@@ -175,3 +175,14 @@ def test_a_line_written_just_before_a_crash_still_gets_through():
               "    os.abort()\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=REPO_DIR, timeout=60)
     assert done.returncode != 0 and b"fatal: this CPU lacks AVX" in done.stderr
+
+
+def test_without_tensorflow_the_check_still_reports_and_says_so(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # import tensorflow now fails
+    monkeypatch.setitem(sys.modules, "keras", None)
+    environment.check("01")
+    out = capsys.readouterr().out
+    assert "TensorFlow None" in out and "Accelerator: unknown (TensorFlow is not installed)" in out
+    assert "WARNING: TensorFlow is not installed" in out and "WARNING: Keras is not installed" in out
