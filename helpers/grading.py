@@ -36,6 +36,7 @@ import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -62,7 +63,6 @@ TIMEOUT = 600  # seconds one submission may take in folder mode or --isolate
 # far more), and under a 1.5 GiB RLIMIT_AS grading spun for minutes instead of failing.
 MEMORY_LIMIT_GB = 4.0
 _OUR_FILES = {"grades.csv", "grades.json"}
-MAX_OUTPUT_BYTES = 64 << 20  # our tables and verdicts: about 1 KB per submission
 # Phrases of an allocation refused under the memory limit: Python, NumPy, TensorFlow, C++.
 _OUT_OF_MEMORY = re.compile(r"MemoryError|Unable to allocate|OOM when allocating|bad_alloc|"
                             r"Cannot allocate memory|ResourceExhausted")
@@ -110,13 +110,20 @@ def load_submission(path):
     configuration = model_safety.read_configuration(path)  # zip limits and the code scan
     check_keras_version()  # before Keras deserializes anything from the file
     model_safety.check_sizes(path, configuration)  # parameters and weights arrays, unallocated
+    import tempfile
+
     import keras
 
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as e:  # Keras raises many types; all mean "cannot load it safely"
-        reason = " ".join(str(e).split())[:400] or type(e).__name__
-        raise InvalidSubmission(f"{path.name} cannot be loaded safely: {reason}") from e
+    with tempfile.TemporaryDirectory(prefix="submission-") as scratch:
+        try:
+            # Loaded from a copy without compile settings: compile=False skips the model's
+            # own, but Keras would still compile nested models, creating their metrics.
+            plain = model_safety.write_without_compile_configs(path, configuration,
+                                                                Path(scratch) / "model.keras")
+            model = keras.saving.load_model(plain, compile=False, safe_mode=True)
+        except Exception as e:  # Keras raises many types; all mean "cannot load it safely"
+            reason = " ".join(str(e).split())[:400] or type(e).__name__
+            raise InvalidSubmission(f"{path.name} cannot be loaded safely: {reason}") from e
     check_model_shapes(model)
     return model
 
@@ -214,6 +221,16 @@ def limit_memory(n_bytes):
     return sys.platform.startswith("linux")
 
 
+_TF_LOG_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:")  # TensorFlow's C++ log lines
+
+
+def _tail(file, size=64 << 10):
+    """Return the last ``size`` bytes of an open file as text."""
+    file.seek(0, os.SEEK_END)
+    file.seek(max(0, file.tell() - size))
+    return file.read().decode(errors="replace")
+
+
 def _memory_message(limit):
     if limit:
         return (f"it ran out of its memory limit of {model_safety.size_text(limit)} while "
@@ -254,23 +271,24 @@ CSV_COLUMNS = (["submission", "status", "grade"] + [f"iou_{d}" for d in DIGITS]
                + [f"dice_{d}" for d in DIGITS] + ["message"])
 
 
+_CSV_HEADER = ",".join(CSV_COLUMNS).encode()
+
+
 def _our_output(path):
     """Whether ``path`` is a table or verdict an earlier run wrote, whatever its name (--csv, --json)."""
     if path.name in _OUR_FILES or path.name.endswith(".grade.json"):
         return True
     suffix = path.suffix.lower()
-    if suffix not in (".csv", ".json") or path.stat().st_size > MAX_OUTPUT_BYTES:
-        return False  # a large file is no table of ours; it gets graded (and refused)
-    try:
-        text = path.read_text(encoding="utf-8")
-        if suffix == ".csv":
-            return text.splitlines()[:1] == [",".join(CSV_COLUMNS)]
-        verdicts = json.loads(text)
-    except (OSError, UnicodeDecodeError, ValueError):
+    if suffix not in (".csv", ".json"):
         return False
-    verdicts = verdicts if isinstance(verdicts, list) else [verdicts]
-    return bool(verdicts) and all(isinstance(v, dict) and {"submission", "status"} <= set(v)
-                                  for v in verdicts)
+    try:  # the first bytes tell: what write_csv and json.dumps(..., indent=1) write first
+        with open(path, "rb") as f:
+            head = f.read(len(_CSV_HEADER) + 2)
+    except OSError:
+        return False
+    if suffix == ".csv":
+        return head.rstrip(b"\r\n") == _CSV_HEADER
+    return head.startswith((b'[\n {\n  "submission": ', b'{\n "submission": '))
 
 
 def submissions_in(folder):
@@ -326,21 +344,31 @@ def grade_isolated(path, name, quick, timeout=TIMEOUT, url=None, memory_limit=No
         command += ["--limit-this-process", str(memory_limit)] if memory_limit else []
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(config.PACKAGE_DIR.parent), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-        except subprocess.TimeoutExpired:
-            return Report(name, "invalid", message=f"grading took longer than {timeout} s")
+        # The child's output goes to files, not to this process's memory: a submission could
+        # make it print gigabytes. Only the ends are read back.
+        with open(Path(scratch) / "stdout", "w+b") as stdout, open(Path(scratch) / "stderr", "w+b") as stderr:
+            try:
+                returncode = subprocess.run(command, stdout=stdout, stderr=stderr, timeout=timeout,
+                                            env=env).returncode
+            except subprocess.TimeoutExpired:
+                return Report(name, "invalid", message=f"grading took longer than {timeout} s")
+            done = SimpleNamespace(returncode=returncode, stdout=_tail(stdout), stderr=_tail(stderr))
         if done.returncode == EXIT_CANNOT_GRADE:
             raise CannotGrade(_cannot_grade_message(done))
         try:
             verdict = json.loads(out.read_text())
         except (OSError, ValueError):
             output = f"{done.stdout}\n{done.stderr}"
-            if _OUT_OF_MEMORY.search(output):  # e.g. std::bad_alloc aborted the process
+            # A refused allocation (std::bad_alloc aborted the process), or, under a memory
+            # limit, a child killed by a signal: native code that found no memory often
+            # crashes instead of saying so.
+            if _OUT_OF_MEMORY.search(output) or (memory_limit and done.returncode < 0):
                 return Report(name, "invalid", message=_memory_message(memory_limit))
-            tail = " ".join((done.stderr or done.stdout).split())[-300:]
+            tail = " ".join(line for line in (done.stderr or done.stdout).splitlines()
+                            if not _TF_LOG_LINE.match(line)).split()
             return Report(name, "invalid", message=f"the grader's process died on this file "
-                                                   f"(exit code {done.returncode}): {tail}")
+                                                   f"(exit code {done.returncode}): "
+                                                   f"{' '.join(tail)[-300:]}")
     verdict["submission"] = name
     return Report(**verdict)
 
@@ -401,6 +429,8 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.limit_this_process:
         limit_memory(args.limit_this_process)
+    if not 0 <= args.memory_limit < 2**20:  # also refuses nan and inf
+        parser.error(f"--memory-limit must be a number of GiB, 0 for none; got {args.memory_limit}")
     memory_limit = int(args.memory_limit * 2**30)
 
     target = Path(args.target)

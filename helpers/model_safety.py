@@ -30,8 +30,10 @@ WEIGHTS_FILE = "model.weights.h5"
 # Keras writes three entries (metadata.json, config.json, model.weights.h5), plus one per
 # asset of a preprocessing layer; a course model has none.
 MAX_ZIP_ENTRIES = 100
-# config.json, metadata.json or an asset: a course model's config.json is tens of kilobytes.
-MAX_ENTRY_BYTES = 16 << 20
+# config.json, metadata.json or an asset: a course model's config.json is tens of kilobytes
+# (a 31-million-parameter U-Net's about 60 KB), and Keras' deserializing takes far more
+# memory than the text.
+MAX_ENTRY_BYTES = 2 << 20
 # Room for MAX_PARAMETERS float32 weights and an optimizer's state beside them (Adam keeps
 # two slots per weight, AMSGrad three): 4 x 200 MB. The solution's FCN-8 file is 29 MB.
 MAX_WEIGHTS_FILE_BYTES = 1 << 30
@@ -40,14 +42,16 @@ MAX_WEIGHTS_FILE_BYTES = 1 << 30
 MAX_PARAMETERS = 50_000_000
 # Groups, arrays and links in the weights file: the FCN-8 saved after training has 210.
 MAX_WEIGHTS_FILE_OBJECTS = 10_000
+# Keras stores the weights entry uncompressed; a zip tool may deflate it, which shrinks float
+# weights by a little, not by 10x: a larger ratio is a decompression bomb.
+MAX_COMPRESSION_RATIO = 10
+# A value stored in the configuration (a constant operand of `x + c`, say): a few numbers.
+MAX_CONSTANT_VALUES = 4096
 # A saved optimizer keeps up to three slots per weight (AMSGrad), so an honest weights file
 # declares at most about 4 x what the configuration builds; the floor covers small states
 # (an optimizer's step count, a metric's totals) in a tiny model.
 MAX_WEIGHTS_FACTOR = 4
 SMALL_ARRAY_VALUES = 1 << 16
-# The largest number a nested model's compiled metrics may be given: MeanIoU(num_classes=11)
-# or AUC(num_thresholds=200) in a course model.
-MAX_METRIC_ARGUMENT = 1 << 12
 
 # The modules a plain model's config.json names, found by saving typical course models
 # (Sequential, functional, nested; the course's layers with initializers, regularizers,
@@ -116,11 +120,40 @@ def _plain_keras_class(module, class_name):
                  or (module == "keras" and class_name in _TOP_LEVEL_CLASSES)))
 
 
+def _count_values(node):
+    """Return how many numbers a nested list holds."""
+    if isinstance(node, list):
+        return sum(_count_values(value) for value in node)
+    return 1
+
+
+def _holds_tensor(node):
+    """Whether a functional node's arguments include a symbolic input (a ``__keras_tensor__``)."""
+    if isinstance(node, dict):
+        return node.get("class_name") == "__keras_tensor__" or any(map(_holds_tensor, node.values()))
+    if isinstance(node, list):
+        return any(map(_holds_tensor, node))
+    return False
+
+
 def scan_config(node, problems, top=True):
-    """Collect serialized code, foreign functions and foreign classes anywhere in a model configuration."""
+    """Collect serialized code, foreign functions and classes, and eager work anywhere in a model configuration."""
     if isinstance(node, dict):
         class_name = node.get("class_name")
         module = node.get("module")
+        if class_name in ("__numpy__", "__tensor__"):
+            # Keras turns these into arrays as it reads the configuration.
+            count = _count_values((node.get("config") or {}).get("value") if isinstance(
+                node.get("config"), dict) else None)
+            if count > MAX_CONSTANT_VALUES:
+                problems.add(f"a stored constant of {count:,} values (at most "
+                             f"{MAX_CONSTANT_VALUES:,}; a model keeps its numbers in its weights)")
+        inbound = node.get("inbound_nodes")
+        if isinstance(inbound, list) and any(not _holds_tensor(call) for call in inbound):
+            # A layer called on stored constants only runs, eagerly, while Keras reads the
+            # configuration, before any check of its size can see what it allocates.
+            problems.add(f"a layer ({node.get('name', class_name)}) applied to stored constants "
+                         "instead of the model's input")
         if class_name in ("__lambda__", "__python_function__"):
             problems.add("serialized Python code (a lambda or function)")
         elif class_name in ("Lambda", "TFSMLayer"):
@@ -149,7 +182,7 @@ def scan_config(node, problems, top=True):
 
 
 def _check_entries(name, zf):
-    """Refuse an archive with too many entries, or one whose declared sizes are too large."""
+    """Refuse an archive with too many entries, declared sizes too large, or a bomb's compression."""
     entries = zf.infolist()
     if len(entries) > MAX_ZIP_ENTRIES:
         raise _too_large(name, f"holds {len(entries):,} files", f"{MAX_ZIP_ENTRIES} (a .keras "
@@ -163,6 +196,11 @@ def _check_entries(name, zf):
                              f"uncompressed ({size_text(info.compress_size)} in the file)",
                              f"{size_text(limit)} for "
                              + (WEIGHTS_FILE if weights else f"any file but {WEIGHTS_FILE}"))
+        if info.file_size > MAX_COMPRESSION_RATIO * info.compress_size + (1 << 20):
+            raise _too_large(name, f"has a {info.filename} that expands from "
+                             f"{size_text(info.compress_size)} to {size_text(info.file_size)}",
+                             f"{MAX_COMPRESSION_RATIO} times its size in the file (Keras does not "
+                             "compress it)")
 
 
 def read_configuration(path):
@@ -199,35 +237,32 @@ def read_configuration(path):
     return configuration
 
 
-def _nested_compile_configs(node, top=True):
-    """Yield the compile settings of the models nested in a configuration (Keras compiles those on load)."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "compile_config" and not top and isinstance(value, dict):
-                yield value
-            elif key != "compile_config":
-                yield from _nested_compile_configs(value, top=False)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _nested_compile_configs(value, top=False)
+def without_compile_configs(node):
+    """Return a copy of a configuration without any compile settings, its nested models' included.
 
-
-def _without_compile_configs(node):
-    """Return a copy of a configuration without any compile settings."""
+    Keras compiles a nested model from its settings as it loads it, creating its metrics'
+    state (sized by their arguments) and optimizer; grading needs none of that.
+    """
     if isinstance(node, dict):
-        return {key: None if key == "compile_config" else _without_compile_configs(value)
+        return {key: None if key == "compile_config" else without_compile_configs(value)
                 for key, value in node.items()}
     if isinstance(node, list):
-        return [_without_compile_configs(value) for value in node]
+        return [without_compile_configs(value) for value in node]
     return node
 
 
-def _largest_integer(node):
-    if isinstance(node, dict):
-        return max(map(_largest_integer, node.values()), default=0)
-    if isinstance(node, list):
-        return max(map(_largest_integer, node), default=0)
-    return node if isinstance(node, int) and not isinstance(node, bool) else 0
+def write_without_compile_configs(path, configuration, target):
+    """Copy a checked .keras file to ``target`` with ``configuration`` stripped of compile settings."""
+    import shutil
+
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as out:
+        for info in src.infolist():
+            if info.filename == CONFIG_FILE:
+                out.writestr(CONFIG_FILE, json.dumps(without_compile_configs(configuration)))
+            elif not info.is_dir():
+                with src.open(info) as data, out.open(info.filename, "w", force_zip64=True) as copy:
+                    shutil.copyfileobj(data, copy, 1 << 20)
+    return target
 
 
 def configured_variables(configuration):
@@ -253,7 +288,7 @@ def configured_variables(configuration):
                 # nested compile creates is checked apart (check_sizes). The copy also keeps
                 # the caller's configuration: Keras changes what it deserializes.
                 model = keras.saving.deserialize_keras_object(
-                    _without_compile_configs(configuration), safe_mode=True)
+                    without_compile_configs(configuration), safe_mode=True)
             result["variables"] = [(tuple(int(d) for d in v.shape), str(v.dtype))
                                    for v in getattr(model, "variables", [])]
         except Exception as e:  # Keras raises many types; the real load would fail the same way
@@ -290,9 +325,16 @@ def _weights_arrays(name, zf):
                 return None
             node = f[path]
             if isinstance(node, h5py.Dataset):
+                bfloat16 = node.dtype.kind == "V" and node.dtype.itemsize == 2 and \
+                    node.attrs.get("dtype") in ("bfloat16", b"bfloat16")  # as Keras saves it
                 if node.is_virtual or node.external:
                     problems.append(f"an array {path} whose data is in another file")
-                elif node.dtype.kind not in "biuf":
+                elif node.chunks is not None or node.id.get_create_plist().get_nfilters() or \
+                        node.maxshape != node.shape:
+                    # Keras writes plain contiguous arrays. A chunk's compressed data can
+                    # decode to far more than the array's declared shape says.
+                    problems.append(f"an array {path} stored in compressed or resizable chunks")
+                elif node.dtype.kind not in "biuf" and not bfloat16:
                     problems.append(f"an array {path} of type {node.dtype}, not numbers")
                 else:
                     arrays.append((path, tuple(node.shape), node.dtype))
@@ -313,15 +355,6 @@ def check_sizes(path, configuration):
     configuration builds. Raises InvalidSubmission saying what was too large and the limit.
     """
     name = getattr(path, "name", str(path))
-    for settings in _nested_compile_configs(configuration):
-        # A metric's state is sized by its arguments (MeanIoU: num_classes squared) and
-        # created as Keras compiles the nested model; an optimizer's state is sized by the
-        # weights, counted below.
-        largest = _largest_integer([settings.get("metrics"), settings.get("weighted_metrics")])
-        if largest > MAX_METRIC_ARGUMENT:
-            raise _too_large(name, f"has a nested model compiled with a metric given the "
-                             f"number {largest:,} (a MeanIoU over that many classes, say, whose "
-                             "state Keras creates on load)", f"{MAX_METRIC_ARGUMENT:,}")
     try:
         variables = configured_variables(configuration)
     except Exception as e:
@@ -351,7 +384,17 @@ def check_sizes(path, configuration):
                              f"({size_text(values * dtype.itemsize)}), more values than any "
                              "variable its configuration builds (the largest holds "
                              f"{max(counts, default=0):,})", f"{largest:,} values")
-    declared = sum(math.prod(shape) * dtype.itemsize for _, shape, dtype in arrays)
+    # The optimizer's state is never read (the grader loads with compile=False), so it counts
+    # against the per-array cap above but not here: AMSGrad with EMA keeps five arrays per weight.
+    declared = sum(math.prod(shape) * dtype.itemsize for path, shape, dtype in arrays
+                   if not path.startswith("optimizer/"))
+    every = sum(math.prod(shape) * dtype.itemsize for _, shape, dtype in arrays)
+    with zipfile.ZipFile(path) as zf:
+        file_size = zf.getinfo(WEIGHTS_FILE).file_size
+    if file_size > every + every // 8 + (1 << 20):
+        raise _too_large(name, f"has a weights file of {size_text(file_size)} whose arrays hold "
+                         f"{size_text(every)}", "their size plus an eighth and 1 MiB for the "
+                         "file's own bookkeeping")
     budget = MAX_WEIGHTS_FACTOR * (built_bytes + SMALL_ARRAY_VALUES * 8)
     if declared > budget:
         raise _too_large(name, f"has weights arrays of {size_text(declared)} in all, for a "

@@ -33,15 +33,15 @@ def _write(target, entries):
 def weights_bomb(source, target, n_bytes, dataset="layers/conv2d/vars/0"):
     """Copy a .keras file with one weights array declared ``n_bytes`` large and never written.
 
-    HDF5 stores an unwritten chunked array as nothing: the file stays kilobytes, and reading
-    the array allocates all of it (filled with zeros).
+    HDF5 stores an unwritten array as nothing (its space is allocated when first written):
+    the file stays kilobytes, and reading the array allocates all of it (filled with zeros).
+    Contiguous, as Keras writes arrays, so that only the check of its shape can refuse it.
     """
     entries = _entries(source)
     buffer = io.BytesIO(entries["model.weights.h5"])
     with h5py.File(buffer, "r+") as f:
         del f[dataset]
-        f.create_dataset(dataset, shape=(1, 1, 1024, n_bytes // 4096), dtype="f4",
-                         chunks=(1, 1, 1024, 256), compression="gzip", fillvalue=0.0)
+        f.create_dataset(dataset, shape=(1, 1, 1024, n_bytes // 4096), dtype="f4", fillvalue=0.0)
     entries["model.weights.h5"] = buffer.getvalue()
     return _write(target, entries)
 

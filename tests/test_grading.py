@@ -299,12 +299,20 @@ def test_tables_and_verdicts_written_under_other_names_are_not_graded_next_time(
     (folder / "alice.keras").write_bytes(b"PK\x03\x04")
     report = grading.Report("alice.keras", "fail", grade=12.5)
     grading.write_csv([report], folder / "results.csv")  # --csv results.csv
-    (folder / "verdicts.json").write_text(json.dumps([dataclasses.asdict(report)]))  # --json
-    (folder / "alice.keras.grade.json").write_text(json.dumps(dataclasses.asdict(report)))
+    # As the grader writes them: a folder's verdicts (--json) and one file's.
+    (folder / "verdicts.json").write_text(json.dumps([dataclasses.asdict(report)], indent=1))
+    (folder / "alice-verdict.json").write_text(json.dumps(dataclasses.asdict(report), indent=1))
     # Files a student handed in that merely look like tables are still graded.
     (folder / "notes.csv").write_text("my model, trained for 20 epochs\n")
     (folder / "config.json").write_text(json.dumps({"epochs": 20}))
     assert [p.name for p in grading.submissions_in(folder)] == ["alice.keras", "config.json", "notes.csv"]
+
+
+@pytest.mark.parametrize("limit", ["-1", "inf", "nan"])
+def test_a_memory_limit_that_is_no_number_of_gib_is_refused(tmp_path, limit, capsys):
+    with pytest.raises(SystemExit) as exit:
+        grading.main([str(tmp_path), "--memory-limit", limit])
+    assert exit.value.code == 2 and "--memory-limit must be a number of GiB" in capsys.readouterr().err
 
 
 def test_an_empty_folder_is_exit_2(tmp_path):
