@@ -315,6 +315,25 @@ def test_a_memory_limit_that_is_no_number_of_gib_is_refused(tmp_path, limit, cap
     assert exit.value.code == 2 and "--memory-limit must be a number of GiB" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("limit, expected", [
+    (1 << 30, "it ran out of its memory limit of 1 GiB while being loaded or run"),
+    (0, "the grader's process died on this file (exit code -11): Segmentation fault"),
+])
+def test_a_child_killed_by_a_signal_gets_a_verdict_without_tensorflow_log_lines(
+        monkeypatch, tmp_path, limit, expected):
+    import subprocess
+
+    def crashing_child(command, stdout, stderr, timeout, env):  # writes no verdict, then dies
+        stderr.write(b"E0000 00:00:1.2 3 onednn.cc:1] some TensorFlow log line\n"
+                     b"Segmentation fault\n")
+        return SimpleNamespace(returncode=-11)
+
+    monkeypatch.setattr(subprocess, "run", crashing_child)
+    report = grading.grade_isolated(tmp_path / "x.keras", "x.keras", quick=True, memory_limit=limit)
+    assert report.status == "invalid" and report.message.startswith(expected)
+    assert "TensorFlow log line" not in report.message
+
+
 def test_an_empty_folder_is_exit_2(tmp_path):
     assert grading.main([str(tmp_path)]) == 2
 
