@@ -22,6 +22,7 @@ SIZE = 128  # the small model works at 128x128
 # label map and drawing code read the small model's outputs exactly as the real model's.
 SHAPES = ("circle", "rectangle", "diamond", "half disc")
 COCO_IDS = (37, 72, 38, 28)  # sports ball, tv, kite, umbrella
+LABEL_MAP = dict(zip(COCO_IDS, SHAPES))  # names the small model's classes by their shapes
 MAX_INSTANCES = 8
 MIN_VISIBLE = 0.45  # an instance keeps at least this share of its area visible
 MIN_PIXELS = 40
