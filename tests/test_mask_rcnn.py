@@ -327,8 +327,8 @@ def test_notebook_3_goes_on_with_the_small_model_when_tf_hub_fails(http_dir, cap
     cell = next(c.source for c in notebook_code.read_notebook("03_mask_rcnn_tfhub.ipynb").cells
                 if c.cell_type == "code" and "except DataError" in c.source and "hub.load" in c.source)
     _, base_url = http_dir
-    namespace = {"detection": detection, "hub": hub, "time": time, "DataError": DataError, "scenes": scenes,
-                 "QUICK": False, "MODEL_HANDLE": f"{base_url}/moved/mask_rcnn/1"}  # answers 404
+    namespace = {"detection": detection, "hub": hub, "time": time, "DataError": DataError,
+                 "scenes": scenes, "QUICK": False, "MODEL_HANDLE": f"{base_url}/moved/mask_rcnn/1"}  # answers 404
     notebook_code.define(cell, namespace)
     printed = capsys.readouterr().out
     assert namespace["SMALL"] and namespace["handle"] == detection.small_model_handle()
