@@ -157,7 +157,8 @@ def filtered_stderr(noise=None):
     """Pass on what C++ code writes to stderr, line by line as it comes, except ``noise``.
 
     A separate process does the filtering, so a line written just before a crash (TensorFlow
-    aborting on an unsupported CPU, say) still gets through.
+    aborting on an unsupported CPU, say) still reaches the process's stderr (in Jupyter, the
+    kernel's log).
     """
     noise = startup_noise() if noise is None else noise
     try:
@@ -167,8 +168,10 @@ def filtered_stderr(noise=None):
         yield
         return
     try:
-        child = subprocess.Popen([sys.executable, "-c", _FILTER, noise.pattern], stdin=subprocess.PIPE,
-                                 stdout=saved, stderr=subprocess.DEVNULL)
+        # -I -S: no current folder, user site or site packages on its path (a re.py beside the
+        # notebook must not replace the filter's).
+        child = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, noise.pattern],
+                                 stdin=subprocess.PIPE, stdout=saved, stderr=subprocess.DEVNULL)
     except OSError:
         os.close(saved)
         yield
@@ -181,8 +184,9 @@ def filtered_stderr(noise=None):
         child.stdin.close()  # the filter reads to the end, then exits
         try:
             child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # a process started in the block still holds the pipe
             child.kill()
+            child.wait()
         os.close(saved)
 
 

@@ -221,7 +221,7 @@ def limit_memory(n_bytes):
     return sys.platform.startswith("linux")
 
 
-_TF_LOG_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:")  # TensorFlow's C++ log lines
+_TF_LOG_LINE = re.compile(r"[IW]\d{4} \d\d:\d\d:")  # TensorFlow's C++ info and warning lines
 
 
 def _tail(file, size=64 << 10):
@@ -342,7 +342,9 @@ def grade_isolated(path, name, quick, timeout=TIMEOUT, url=None, memory_limit=No
         # The child limits itself: a preexec_fn would run between fork and exec, which is
         # unsafe in this process once TensorFlow has started its threads.
         command += ["--limit-this-process", str(memory_limit)] if memory_limit else []
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        # TMPDIR: the child's temporary files (its stripped copy of the submission) go in this
+        # folder, which is removed even when the child is killed mid-load.
+        env = {**os.environ, "TMPDIR": scratch, "PYTHONPATH": os.pathsep.join(
             [str(config.PACKAGE_DIR.parent), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         # The child's output goes to files, not to this process's memory: a submission could
         # make it print gigabytes. Only the ends are read back.
@@ -359,16 +361,17 @@ def grade_isolated(path, name, quick, timeout=TIMEOUT, url=None, memory_limit=No
             verdict = json.loads(out.read_text())
         except (OSError, ValueError):
             output = f"{done.stdout}\n{done.stderr}"
-            # A refused allocation (std::bad_alloc aborted the process), or, under a memory
-            # limit, a child killed by a signal: native code that found no memory often
-            # crashes instead of saying so.
-            if _OUT_OF_MEMORY.search(output) or (memory_limit and done.returncode < 0):
+            if _OUT_OF_MEMORY.search(output):  # e.g. std::bad_alloc aborted the process
                 return Report(name, "invalid", message=_memory_message(memory_limit))
-            tail = " ".join(line for line in (done.stderr or done.stdout).splitlines()
-                            if not _TF_LOG_LINE.match(line)).split()
+            tail = " ".join(" ".join(line for line in (done.stderr or done.stdout).splitlines()
+                                     if not _TF_LOG_LINE.match(line)).split())[-300:]
+            if done.returncode < 0 and memory_limit:
+                # Native code that finds no memory often crashes instead of saying so.
+                return Report(name, "invalid", message=(
+                    f"the grader's process was killed by signal {-done.returncode} on this file "
+                    f"(possibly out of its memory limit of {model_safety.size_text(memory_limit)}): {tail}"))
             return Report(name, "invalid", message=f"the grader's process died on this file "
-                                                   f"(exit code {done.returncode}): "
-                                                   f"{' '.join(tail)[-300:]}")
+                                                   f"(exit code {done.returncode}): {tail}")
     verdict["submission"] = name
     return Report(**verdict)
 

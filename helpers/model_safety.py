@@ -45,8 +45,11 @@ MAX_WEIGHTS_FILE_OBJECTS = 10_000
 # Keras stores the weights entry uncompressed; a zip tool may deflate it, which shrinks float
 # weights by a little, not by 10x: a larger ratio is a decompression bomb.
 MAX_COMPRESSION_RATIO = 10
-# A value stored in the configuration (a constant operand of `x + c`, say): a few numbers.
-MAX_CONSTANT_VALUES = 4096
+# A value stored in the configuration (a constant operand of `x + c`, or a CoordConv-style
+# map the size of a few images): it becomes an array as Keras reads the configuration.
+MAX_CONSTANT_VALUES = 1 << 17
+# HDF5's own bookkeeping: about 555 bytes per group or array, 3.7 KB per layer (measured).
+WEIGHTS_FILE_BYTES_PER_OBJECT = 4096
 # A saved optimizer keeps up to three slots per weight (AMSGrad), so an honest weights file
 # declares at most about 4 x what the configuration builds; the floor covers small states
 # (an optimizer's step count, a metric's totals) in a tiny model.
@@ -312,7 +315,7 @@ def _weights_arrays(name, zf):
     # (at most MAX_WEIGHTS_FILE_BYTES, checked above).
     raw = (zf.open(info) if info.compress_type == zipfile.ZIP_STORED
            else io.BytesIO(zf.read(info)))
-    arrays, problems, seen = [], [], [0]
+    arrays, problems, seen = [], [], [0]  # seen: objects walked
     with raw, h5py.File(raw, "r") as f:
         def visit(path, link):
             seen[0] += 1
@@ -344,7 +347,7 @@ def _weights_arrays(name, zf):
     if problems:
         raise InvalidSubmission(f"{name}'s weights file holds {problems[0]}; Keras never writes "
                                 "that. Nothing from the file was loaded.")
-    return arrays
+    return arrays, seen[0]
 
 
 def check_sizes(path, configuration):
@@ -371,7 +374,7 @@ def check_sizes(path, configuration):
     largest = max([SMALL_ARRAY_VALUES, *counts])  # the floor: small states of a tiny model
     try:
         with zipfile.ZipFile(path) as zf:
-            arrays = _weights_arrays(name, zf)
+            arrays, objects = _weights_arrays(name, zf)
     except InvalidSubmission:
         raise
     except Exception as e:  # h5py raises OSError, ValueError, KeyError, ... on a broken file
@@ -391,10 +394,11 @@ def check_sizes(path, configuration):
     every = sum(math.prod(shape) * dtype.itemsize for _, shape, dtype in arrays)
     with zipfile.ZipFile(path) as zf:
         file_size = zf.getinfo(WEIGHTS_FILE).file_size
-    if file_size > every + every // 8 + (1 << 20):
+    bookkeeping = (1 << 20) + objects * WEIGHTS_FILE_BYTES_PER_OBJECT
+    if file_size > every + every // 8 + bookkeeping:
         raise _too_large(name, f"has a weights file of {size_text(file_size)} whose arrays hold "
-                         f"{size_text(every)}", "their size plus an eighth and 1 MiB for the "
-                         "file's own bookkeeping")
+                         f"{size_text(every)}", f"their size plus an eighth and {size_text(bookkeeping)} "
+                         f"for the file's own bookkeeping of {objects:,} groups and arrays")
     budget = MAX_WEIGHTS_FACTOR * (built_bytes + SMALL_ARRAY_VALUES * 8)
     if declared > budget:
         raise _too_large(name, f"has weights arrays of {size_text(declared)} in all, for a "

@@ -247,10 +247,15 @@ def test_layers_run_on_stored_constants_and_large_constants_are_refused():
     problems = set()
     model_safety.scan_config({**layer, "inbound_nodes": [node(tensor, constant)]}, problems)
     assert problems == set()  # a constant operand beside the input is symbolic: nothing runs
-    big = {"class_name": "__numpy__", "config": {"value": [[0.0] * 5000], "dtype": "float32"}}
+    # An image-sized constant (CoordConv's coordinates, say) is fine; millions of values are not.
+    image = {"class_name": "__numpy__", "config": {"value": [[[0.0]] * 84] * 64, "dtype": "float32"}}
+    problems = set()
+    model_safety.scan_config({**layer, "inbound_nodes": [node(tensor, image)]}, problems)
+    assert problems == set()
+    big = {"class_name": "__numpy__", "config": {"value": [[0.0] * 200_000], "dtype": "float32"}}
     problems = set()
     model_safety.scan_config({**layer, "inbound_nodes": [node(tensor, big)]}, problems)
-    assert problems == {"a stored constant of 5,000 values (at most 4,096; a model keeps its "
+    assert problems == {"a stored constant of 200,000 values (at most 131,072; a model keeps its "
                         "numbers in its weights)"}
 
 
@@ -282,7 +287,8 @@ def test_weights_entries_larger_than_their_arrays_or_deflated_bombs_are_refused(
         for name, data in entries.items():
             zf.writestr(name, data + bytes(8 << 20) if name == model_safety.WEIGHTS_FILE else data)
     message, _ = refused(padded)
-    assert "has a weights file of 8.0" in message and "their size plus an eighth and 1 MiB" in message
+    assert "has a weights file of 8.01 MiB whose arrays hold 88 B" in message
+    assert "their size plus an eighth and 1.04 MiB for the file's own bookkeeping of 10 groups" in message
     deflated = folder / "deflated.keras"
     with zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in entries.items():
@@ -301,3 +307,16 @@ def test_a_config_entry_over_two_mib_is_refused(plain, folder):
             zf.writestr(name, data)
     with pytest.raises(InvalidSubmission, match="has a config.json of 3 MiB uncompressed"):
         model_safety.read_configuration(path)
+
+
+def test_a_deep_model_of_small_layers_passes(folder):
+    # HDF5 keeps about 3.7 KB of bookkeeping per layer: 300 small layers' file is mostly that.
+    x = inputs = keras.Input((64, 84, 1))
+    for _ in range(100):
+        x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(4, 3, padding="same")(x)))
+    model = keras.Model(inputs, layers.Conv2D(11, 1, activation="softmax")(x))
+    model.compile(keras.optimizers.Adam(), "sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    path = folder / "deep.keras"
+    model.save(path)
+    model_safety.check_sizes(path, model_safety.read_configuration(path))
