@@ -410,10 +410,10 @@ def compute_losses(model, images, gt_boxes, gt_labels, gt_masks, seed, training=
     return {"rpn_class": rpn_class, "rpn_box": rpn_box, "class": head_class, "box": head_box, "mask": mask}
 
 
-def training_batches(seed, batch_size, steps, first_step=0):
+def training_batches(seed, batch_size, steps):
     """Yield (step, images, boxes, labels, masks) of fresh training scenes, the same for a seed."""
     order = np.random.default_rng(seed).permutation(len(scenes.TRAIN_SEEDS))
-    for step in range(first_step, steps):
+    for step in range(steps):
         picked = order[(np.arange(batch_size) + step * batch_size) % len(order)]
         yield (step, *scenes.make_batch(scenes.TRAIN_SEEDS[i] for i in picked))
 

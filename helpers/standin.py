@@ -194,8 +194,6 @@ def standin_module():
 
 def standin_model_dir(root=None):
     """Save the stand-in SavedModel into the data cache once; return its folder."""
-    import tensorflow as tf
-
     models = Path(root) if root is not None else config.data_dir() / "models"
 
     def build(folder):

@@ -517,7 +517,7 @@ def other_m2nist(tmp_path, monkeypatch):
     archive = synthetic.write_m2nist_archive(tmp_path / "other-m2nist.zip", seed=3, count=100)
     monkeypatch.setenv("COURSE_M2NIST_URL", (tmp_path / "missing" / "m2nist.zip").as_uri())
     monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "cache"))
-    return (tmp_path / "other-m2nist.zip").as_uri()
+    return archive.as_uri()
 
 
 def test_the_url_option_chooses_the_m2nist_archive(untrained_model, other_m2nist, tmp_path):
