@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from helpers import config, download, synthetic
+from helpers import config, download, environment, synthetic
 
 CAMVID_CLASSES = (
     "sky", "building", "column/pole", "road", "side walk", "vegetation",
@@ -300,6 +300,10 @@ def load_pets(quick=None, data_dir=None):
     ``prepare_quick_pets``), in its own subfolder of ``data_dir``; loading is the same.
     """
     quick = config.quick_mode() if quick is None else quick
+    # A broken install (tfds only logs an error of its own imports) is named with its real cause.
+    problem = environment.import_problem("tensorflow_datasets", ("builder", "load"))
+    if problem:
+        raise download.DataError(f"Could not load oxford_iiit_pet: {problem}")
     import tensorflow_datasets as tfds
 
     data_dir = pets_data_dir(quick, data_dir)

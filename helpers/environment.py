@@ -8,6 +8,7 @@ pass the facts in instead of depending on the machine they run on.
 """
 
 import contextlib
+import importlib
 import os
 import re
 import subprocess
@@ -54,6 +55,10 @@ STARTUP_NOISE = re.compile(
     r"|Unable to register cu(DNN|FFT|BLAS) factory"
     r"|computation placer already registered"
     r"|TF-TRT Warning: Could not find TensorRT")
+# Printed (in red, under the training cell) during some models' first fit: TensorFlow's graph
+# optimiser skipped one rewrite of the graph, which still runs correctly. Matched by its message,
+# so that every other line from the optimiser still shows.
+RUNTIME_NOISE = r"meta_optimizer\.cc:\d+\] remapper failed: INVALID_ARGUMENT: Mutation::Apply error: "
 TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-tpu", "tf-nightly")
 _FILTER = ("import re, sys\n"
            "noise = re.compile(sys.argv[1])\n"
@@ -63,6 +68,23 @@ _FILTER = ("import re, sys\n"
            "        sys.stdout.buffer.flush()\n")
 KERAS_SHUFFLE_WARNING = (r"`shuffle=True` was passed, but will be ignored since the data `x` was "
                          r"provided as a tf\.data\.Dataset")
+
+
+# What each notebook imports besides TensorFlow and Keras, each with names whose presence shows
+# that the import completed: tensorflow-datasets catches (and only logs) an error in its own
+# imports, and is then a module without its API ("has no attribute 'builder'", cells later).
+LESSON_IMPORTS = {
+    "01": {"PIL.Image": ("open",), "matplotlib.pyplot": ("subplots",)},
+    "02": {"tensorflow_datasets": ("builder", "load"), "matplotlib.pyplot": ("subplots",)},
+    "03": {"tensorflow_hub": ("load",), "pycocotools.mask": ("encode",),
+           "pycocotools.cocoeval": ("COCOeval",), "scipy.ndimage": ("label",),
+           "matplotlib.pyplot": ("subplots",)},
+    "04": {"matplotlib.pyplot": ("subplots",)},
+}
+# Where a package hides the error of its own imports: importing this module raises it again.
+HIDDEN_IMPORT_ERRORS = {"tensorflow_datasets": "tensorflow_datasets.public_api"}
+PROTOBUF_MISMATCH = re.compile(r"when loading (?P<proto>\S+?\.proto): gencode (?P<gencode>\d+(?:\.\d+)*) "
+                               r"runtime (?P<runtime>\d+(?:\.\d+)*)")
 
 
 @dataclass
@@ -77,6 +99,7 @@ class Facts:
     cpu_count: int = 0
     nvidia_device: bool = False  # an NVIDIA GPU is attached, whether TensorFlow can use it or not
     installed: dict = None  # versions pip has installed, where they differ from those running
+    import_errors: dict = None  # module -> why a lesson cannot import it, and the fix
 
 
 def parse_version(text):
@@ -100,6 +123,68 @@ def installed_version(distribution):
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return None
+
+
+def distribution_of(module):
+    """Return the name of the installed distribution that provides ``module``, or None."""
+    top = module.split(".")[0]
+    try:
+        names = metadata.packages_distributions().get(top) or []
+    except Exception:  # a broken metadata entry must not hide the error being explained
+        names = []
+    return names[0] if names else None
+
+
+def explain_import_error(module, error):
+    """Return plain words on why ``module`` cannot be imported: the real error, and its fix."""
+    dist = distribution_of(module) or module.split(".")[0]
+    version = installed_version(dist)
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    said = f"{dist} {version or ''}".strip() + (f" ({module})" if module != dist else "")
+    cause = f"{said} cannot be imported: {type(error).__name__}: {first}"
+    mismatch = PROTOBUF_MISMATCH.search(str(error))
+    if mismatch:
+        owner = distribution_of(mismatch["proto"].replace("/", ".")) or mismatch["proto"].split("/")[0]
+        owner_version = installed_version(owner)
+        tf_name, tf_version = tensorflow_distribution()
+        needs = [r for r in (metadata.requires(tf_name) or []) if re.match(r"protobuf\b", r)] \
+            if tf_version else []
+        pinned = f" (TensorFlow {tf_version} requires {needs[0].split(';')[0]})" if needs else ""
+        if owner == tf_name:  # TensorFlow's own code is newer than protobuf: upgrade protobuf
+            fix = f"pip install 'protobuf>={mismatch['gencode']}'"
+        else:  # keep the protobuf TensorFlow wants; take a release of the package made for it
+            fix = (f"pip install '{owner}<{owner_version}'" if owner_version else
+                   f"install an older {owner}") + " (a release made for that protobuf)"
+        return (f"{cause}\n  The cause: {owner} {owner_version or ''} was generated for protobuf "
+                f"{mismatch['gencode']} or newer, but protobuf {mismatch['runtime']} is installed"
+                f"{pinned}.\n  Fix: {fix}, then restart the session (on Colab: Runtime > Restart "
+                "session).")
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        missing = error.name.split(".")[0]
+        if missing == module.split(".")[0]:
+            return f"{module} is not installed.\n  Fix: pip install {dist}, or pip install -r requirements.txt."
+        return (f"{cause}\n  The cause: it needs {missing}, which is not installed.\n  Fix: pip install "
+                f"{distribution_of(missing) or missing}, then restart the session.")
+    return (f"{cause}\n  Fix: reinstall it (pip install --force-reinstall --no-deps {dist}), or "
+            "install the course's versions (pip install -r requirements.txt); then restart the session.")
+
+
+def import_problem(module, names=()):
+    """Import ``module`` as a lesson will; return None if it works, else the real error and its fix.
+
+    ``names`` must be attributes of the imported module: a package that swallowed an error of
+    its own imports lacks them, and the module of ``HIDDEN_IMPORT_ERRORS`` raises the error again.
+    """
+    try:
+        imported = importlib.import_module(module)
+        missing = [name for name in names if not hasattr(imported, name)]
+        if not missing:
+            return None
+        if module in HIDDEN_IMPORT_ERRORS:
+            importlib.import_module(HIDDEN_IMPORT_ERRORS[module])
+        raise ImportError(f"the module has no {', '.join(missing)}: its installation is incomplete")
+    except Exception as error:  # any error here is one the lesson would meet later
+        return explain_import_error(module, error)
 
 
 def missing_on_colab(versions):
@@ -152,6 +237,19 @@ def startup_noise(gpu_attached=None):
     return STARTUP_NOISE if gpu_attached else re.compile(f"{STARTUP_NOISE.pattern}|{NO_GPU_NOISE}")
 
 
+def session_noise(gpu_attached=None):
+    """Return the pattern of lines to drop for a whole session: start-up and runtime noise."""
+    return re.compile(f"{startup_noise(gpu_attached).pattern}|{RUNTIME_NOISE}")
+
+
+def _start_filter(noise, out):
+    """Start the filter process: it copies its stdin to the file descriptor ``out``, less ``noise``."""
+    # -I -S: no current folder, user site or site packages on its path (a re.py beside the
+    # notebook must not replace the filter's).
+    return subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, noise.pattern],
+                            stdin=subprocess.PIPE, stdout=out, stderr=subprocess.DEVNULL)
+
+
 @contextlib.contextmanager
 def filtered_stderr(noise=None):
     """Pass on what C++ code writes to stderr, line by line as it comes, except ``noise``.
@@ -168,10 +266,7 @@ def filtered_stderr(noise=None):
         yield
         return
     try:
-        # -I -S: no current folder, user site or site packages on its path (a re.py beside the
-        # notebook must not replace the filter's).
-        child = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, noise.pattern],
-                                 stdin=subprocess.PIPE, stdout=saved, stderr=subprocess.DEVNULL)
+        child = _start_filter(noise, saved)
     except OSError:
         os.close(saved)
         yield
@@ -190,6 +285,39 @@ def filtered_stderr(noise=None):
         os.close(saved)
 
 
+_session_filter = None
+
+
+def filter_session_stderr(noise=None):
+    """From now until the process ends, pass C++ stderr on through the filter, less ``noise``.
+
+    ``check`` calls it, so that a notebook's kernel drops TensorFlow's start-up lines and the
+    runtime messages of ``RUNTIME_NOISE`` for the rest of the session (they are written by C++
+    code, so Python's warning filters cannot reach them). Safe to call again: one filter per
+    process. Returns whether a filter is in place.
+    """
+    global _session_filter
+    if _session_filter is not None and _session_filter.poll() is None:
+        return True
+    noise = session_noise() if noise is None else noise
+    try:
+        sys.stderr.flush()
+        out = os.dup(2)
+    except (OSError, ValueError):
+        return False
+    try:
+        child = _start_filter(noise, out)
+    except OSError:
+        return False
+    finally:
+        os.close(out)  # the filter holds its own copy
+    # The filter exits when the last writer closes the pipe: this process and its children.
+    os.dup2(child.stdin.fileno(), 2)
+    child.stdin.close()
+    _session_filter = child
+    return True
+
+
 def gather(notebook=""):
     """Return the Facts of this machine (importing TensorFlow quietly)."""
     quiet()
@@ -197,7 +325,7 @@ def gather(notebook=""):
     versions.update({name: installed_version(dist) for name, dist in DISTRIBUTIONS.items()})
     versions["TensorFlow"] = tensorflow_distribution()[1]
     installed = dict(versions)
-    gpus, names = [], []
+    gpus, names, import_errors = [], [], {}
     try:
         with filtered_stderr():
             import tensorflow as tf
@@ -208,19 +336,31 @@ def gather(notebook=""):
                     names.append(tf.config.experimental.get_device_details(gpu).get("device_name"))
                 except Exception:  # details are best effort; the count is what matters
                     names.append(None)
+            for module, needed in LESSON_IMPORTS.get(notebook, {}).items():
+                problem = import_problem(module, needed)
+                if problem:
+                    import_errors[module] = problem
         # What runs, which after an upgrade in this session is not what pip has installed.
         versions["TensorFlow"] = tf.__version__
-    except ImportError:  # the report says it is missing, and how to install it
-        versions["TensorFlow"] = None
+    except Exception as error:
+        if isinstance(error, ModuleNotFoundError) and error.name == "tensorflow":
+            versions["TensorFlow"] = None  # the report says it is missing, and how to install it
+        else:  # installed but broken: the report names the real error and its fix
+            import_errors["tensorflow"] = explain_import_error("tensorflow", error)
     try:
         import keras
 
         versions["Keras"] = keras.__version__
     except ImportError:
         versions["Keras"] = None
+    except Exception as error:  # Keras on a broken TensorFlow: that error is reported already
+        if "tensorflow" not in import_errors:
+            import_errors["keras"] = explain_import_error("keras", error)
 
     if versions["TensorFlow"] is None:
         accelerator = "unknown (TensorFlow is not installed)"
+    elif "tensorflow" in import_errors:
+        accelerator = "unknown (TensorFlow cannot be imported)"
     elif gpus:
         accelerator = f"GPU: {', '.join(n or g.name for n, g in zip(names, gpus))}"
     else:
@@ -232,12 +372,12 @@ def gather(notebook=""):
              if versions[name] and installed[name] and installed[name] != versions[name]}
     return Facts(versions=versions, accelerator=accelerator, quick=config.quick_mode(),
                  data_dir=str(config.data_dir()), notebook=notebook, cpu_count=os.cpu_count() or 0,
-                 nvidia_device=nvidia_device(), installed=stale)
+                 nvidia_device=nvidia_device(), installed=stale, import_errors=import_errors)
 
 
 def problems(facts):
     """Return plain-words warnings about what will hurt on the machine ``facts`` describes."""
-    found = []
+    found = list((facts.import_errors or {}).values())  # first: the lesson stops on these
     for name, floor in FLOORS.items():
         text = facts.versions.get(name)
         version = parse_version(text)
@@ -279,5 +419,9 @@ def report(facts):
 
 
 def check(notebook=""):
-    """Print the environment check for notebook ``notebook`` ("01".."04")."""
+    """Print the environment check for notebook ``notebook`` ("01".."04").
+
+    From here on, the session's C++ stderr goes through ``filter_session_stderr``.
+    """
+    filter_session_stderr()
     print(report(gather(notebook)))

@@ -186,3 +186,132 @@ def test_without_tensorflow_the_check_still_reports_and_says_so(monkeypatch, cap
     out = capsys.readouterr().out
     assert "TensorFlow None" in out and "Accelerator: unknown (TensorFlow is not installed)" in out
     assert "WARNING: TensorFlow is not installed" in out and "WARNING: Keras is not installed" in out
+
+
+# A package whose own imports fail the way tensorflow-datasets' did on a Colab runtime with a
+# newer tensorflow-metadata: a real protobuf VersionError (generated code newer than the runtime),
+# caught and only logged by the package's __init__, which leaves a module without its API.
+BROKEN_TFDS = {
+    "tensorflow_datasets/__init__.py": (
+        "from absl import logging\n"
+        "try:\n"
+        "    from tensorflow_datasets.public_api import *  # noqa: F403\n"
+        "    from tensorflow_datasets import public_api\n"
+        "except Exception as exception:\n"
+        "    logging.exception(exception)\n"),
+    "tensorflow_datasets/public_api.py": "from tensorflow_metadata_schema_pb2 import *  # noqa: F403\n",
+    # What every generated *_pb2.py module does first: check the protobuf runtime.
+    "tensorflow_metadata_schema_pb2.py": (
+        "from google.protobuf import runtime_version\n"
+        "runtime_version.ValidateProtobufRuntimeVersion(runtime_version.Domain.PUBLIC, 99, 0, 0, '',\n"
+        "                                               'tensorflow_metadata/proto/v0/schema.proto')\n"),
+}
+
+
+def run_with_broken_tfds(tmp_path, code):
+    import subprocess
+    import sys
+
+    for name, text in BROKEN_TFDS.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_DIR}"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)
+
+
+def test_a_package_that_hides_its_import_error_is_named_with_the_real_cause_and_fix(tmp_path):
+    from importlib import metadata
+
+    done = run_with_broken_tfds(tmp_path, (
+        "from helpers import environment\n"
+        "print(environment.import_problem('tensorflow_datasets', ('builder', 'load')))\n"))
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    metadata_version = metadata.version("tensorflow-metadata")
+    assert text.startswith("tensorflow-datasets 4.9.10 (tensorflow_datasets) cannot be imported: "
+                           "VersionError: Detected incompatible Protobuf Gencode/Runtime versions "
+                           "when loading tensorflow_metadata/proto/v0/schema.proto: gencode 99.0.0 "
+                           f"runtime {metadata.version('protobuf')}"), text
+    assert (f"The cause: tensorflow-metadata {metadata_version} was generated for protobuf 99.0.0 "
+            f"or newer, but protobuf {metadata.version('protobuf')} is installed") in text
+    assert f"Fix: pip install 'tensorflow-metadata<{metadata_version}'" in text
+    assert "restart the session" in text
+
+
+def test_the_pets_loader_keeps_the_real_cause_of_a_broken_tfds(tmp_path):
+    done = run_with_broken_tfds(tmp_path, (
+        "from helpers import datasets, download\n"
+        "try:\n"
+        "    datasets.load_pets(quick=True, data_dir='pets')\n"
+        "except download.DataError as e:\n"
+        "    print(e)\n"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Could not load oxford_iiit_pet: tensorflow-datasets"), done.stdout
+    assert "VersionError" in done.stdout and "gencode 99.0.0" in done.stdout
+    assert "has no attribute" not in done.stdout
+
+
+def test_a_working_import_is_no_problem_and_a_missing_module_says_to_install_it():
+    assert environment.import_problem("json", ("dumps",)) is None
+    text = environment.import_problem("no_such_course_module")
+    assert text.startswith("no_such_course_module is not installed") and "pip install" in text
+    assert "has no loads_everything" in environment.import_problem("json", ("loads_everything",))
+
+
+def test_import_errors_come_first_among_the_warnings():
+    broken = Facts(versions={**TESTED, "Keras": "3.10.0"}, quick=True, notebook="02",
+                   import_errors={"tensorflow_datasets": "tensorflow-datasets 4.9.10 cannot be imported: X"})
+    found = environment.problems(broken)
+    assert found[0] == "tensorflow-datasets 4.9.10 cannot be imported: X" and len(found) == 2
+    assert "WARNING: tensorflow-datasets 4.9.10 cannot be imported: X" in environment.report(broken)
+
+
+def test_every_notebook_probes_what_its_lesson_imports():
+    assert set(environment.LESSON_IMPORTS) == {"01", "02", "03", "04"}
+    assert "tensorflow_datasets" in environment.LESSON_IMPORTS["02"]
+    assert {"tensorflow_hub", "pycocotools.mask", "scipy.ndimage"} <= set(environment.LESSON_IMPORTS["03"])
+    for modules in environment.LESSON_IMPORTS.values():
+        for module, names in modules.items():  # all of them work here, with the pinned versions
+            assert environment.import_problem(module, names) is None, module
+
+
+REMAPPER_LINE = (b"E0000 00:00:1764580123.456789   27185 meta_optimizer.cc:967] remapper failed: "
+                 b"INVALID_ARGUMENT: Mutation::Apply error: fanout 'gradient_tape/fcn8/dropout/"
+                 b"SelectV2' exist for missing node 'fcn8/dropout/GreaterEqual'.\n")
+
+
+def test_the_session_filter_drops_the_remapper_message_and_keeps_other_optimiser_errors():
+    import subprocess
+    import sys
+
+    script = ("import os\nfrom helpers import environment\n"
+              "assert environment.filter_session_stderr() and environment.filter_session_stderr()\n"
+              f"os.write(2, {REMAPPER_LINE!r})\n"
+              "os.write(2, b'E0000 meta_optimizer.cc:967] layout failed: INVALID_ARGUMENT: real\\n')\n"
+              "os.write(2, b'I0000 port.cc:153] oneDNN custom operations are on.\\n')\n"
+              "os.write(2, b'E0000 remapper failed: something else entirely\\n')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=REPO_DIR, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [b"E0000 meta_optimizer.cc:967] layout failed: INVALID_ARGUMENT: real",
+                                        b"E0000 remapper failed: something else entirely"]
+
+
+def test_check_filters_the_session_before_importing_tensorflow(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(environment, "filter_session_stderr", lambda: calls.append("filter"))
+    monkeypatch.setattr(environment, "gather", lambda notebook: calls.append("gather") or facts())
+    environment.check("01")
+    assert calls == ["filter", "gather"] and "Accelerator: CPU" in capsys.readouterr().out
+
+
+def test_tensorflow_newer_than_its_protobuf_is_told_to_upgrade_protobuf():
+    from google.protobuf.runtime_version import VersionError
+
+    error = VersionError("Detected incompatible Protobuf Gencode/Runtime versions when loading "
+                         "tensorflow/core/framework/attr_value.proto: gencode 6.31.1 runtime 5.29.6. "
+                         "Runtime version cannot be older than the linked gencode version.")
+    text = environment.explain_import_error("tensorflow", error)
+    assert text.startswith("tensorflow 2.21.0 cannot be imported: VersionError: Detected incompatible")
+    assert "but protobuf 5.29.6 is installed (TensorFlow 2.21.0 requires protobuf" in text
+    assert "Fix: pip install 'protobuf>=6.31.1', then restart the session" in text
