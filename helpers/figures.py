@@ -354,6 +354,9 @@ def describe_mask_rcnn():
     bottom_up = [{"name": f"C{i + 1}", "shape": backbone.shape(name), "stride": m.IMAGE_SIZE // backbone.shape(name)[0]}
                  for i, name in enumerate(stages)]
     outputs = model.backbone.get_config()["output_layers"]
+    if not isinstance(outputs, dict):
+        raise ValueError("the backbone should return its pyramid as a dict of levels, as notebook 3 "
+                         f"reads it (features['p2']); it returns {outputs}")
     levels = []
     for key in sorted(outputs, key=lambda k: -backbone.shape(outputs[k][0])[0]):
         name = outputs[key][0]
@@ -368,11 +371,11 @@ def describe_mask_rcnn():
         raise ValueError(f"no pyramid level is {rpn_side}x{rpn_side}, the anchor grid of stride "
                          f"{m.ANCHOR_STRIDE}: the RPN must run on one")
     channels = model.rpn_head.inputs[0].shape[-1]
-    rpn_out = model.rpn_head(keras.Input((rpn_side, rpn_side, channels)))
+    rpn_out = _named_outputs(model.rpn_head, model.rpn_head(keras.Input((rpn_side, rpn_side, channels))))
     per_cell = len(m.ANCHOR_SIZES) * len(m.ANCHOR_RATIOS)
-    if rpn_out["logits"].shape[-1] != per_cell:
-        raise ValueError(f"the RPN scores {rpn_out['logits'].shape[-1]} anchors per cell; "
-                         f"ANCHOR_SIZES x ANCHOR_RATIOS make {per_cell}")
+    if per_cell not in [t.shape[-1] for t in rpn_out.values()]:
+        raise ValueError(f"no output of the RPN head scores {per_cell} anchors a cell "
+                         f"(ANCHOR_SIZES x ANCHOR_RATIOS): {list(rpn_out)}")
     return {
         "figure": "mask_rcnn", "notebook": "03_mask_rcnn_tfhub.ipynb",
         "image": backbone.shape(image), "bottom_up": bottom_up, "pyramid": levels,
@@ -385,11 +388,18 @@ def describe_mask_rcnn():
     }
 
 
+def _named_outputs(model, outputs):
+    """A head's outputs by name: its dict's keys, else its output layers' names."""
+    if isinstance(outputs, dict):
+        return outputs
+    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    return dict(zip(model.output_names, outputs))
+
+
 def _head(model):
     shape = [int(d) for d in model.inputs[0].shape[1:]]
-    outputs = model.output if isinstance(model.output, dict) else {"masks": model.output}
     return {"input": shape, "layers": _head_layers(model, shape),
-            "outputs": {key: [int(d) for d in t.shape[1:]] for key, t in outputs.items()}}
+            "outputs": {key: [int(d) for d in t.shape[1:]] for key, t in _named_outputs(model, model.output).items()}}
 
 
 def _head_layers(model, input_shape):

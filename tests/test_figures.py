@@ -98,7 +98,7 @@ def test_mask_rcnn_stages_follow_its_constants(small_rcnn):
     assert d["mask_head"]["input"][:2] == [mask_rcnn.MASK_ROI_SIZE] * 2 and d["mask_head"]["input"][2] in channels
     k = mask_rcnn.NUM_CLASSES
     assert d["box_head"]["outputs"] == {"logits": [k + 1], "deltas": [k + 1, 4]}
-    assert d["mask_head"]["outputs"] == {"masks": [mask_rcnn.MASK_SIZE, mask_rcnn.MASK_SIZE, k]}
+    assert list(d["mask_head"]["outputs"].values()) == [[mask_rcnn.MASK_SIZE, mask_rcnn.MASK_SIZE, k]]
     assert [(r["op"], r["count"]) for r in d["mask_head"]["layers"]] == [("conv", 4), ("transposed conv", 1), ("conv", 1)]
     assert d["mask_head"]["layers"][1]["shape"][:2] == [mask_rcnn.MASK_SIZE] * 2
 
