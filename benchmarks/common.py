@@ -9,9 +9,8 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from helpers import notebook_code
-# The benchmarks train the notebooks' own models (see training.py and memory.py).
-from helpers.notebook_code import notebook_function  # noqa: F401
+# The benchmarks train the notebooks' own models with their parameters (training.py, memory.py).
+from helpers.notebook_code import notebook_function, notebook_parameters  # noqa: F401
 
 
 def cpu_model():
@@ -100,14 +99,3 @@ def run_child(module, args, timeout=900):
     if done.returncode != 0:
         raise RuntimeError(f"{module} {' '.join(map(str, args))} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def notebook_parameters(notebook, quick=False):
-    """Return the defaults of a notebook's ``parameters`` cell in quick or full mode."""
-    import types
-
-    cell = next(c for c in notebook_code.read_notebook(notebook).cells
-                if "parameters" in c.metadata.get("tags", []))
-    namespace = {"config": types.SimpleNamespace(quick_mode=lambda: quick)}
-    notebook_code.define(cell.source, namespace, f"{notebook}:parameters")
-    return {k: v for k, v in namespace.items() if k.isupper()}

@@ -60,6 +60,17 @@ def notebook_function(notebook, name):
     return define(source, namespace, filename=f"{notebook}:{name}")[name]
 
 
+def notebook_parameters(notebook, quick=False):
+    """Return the defaults of a notebook's ``parameters`` cell in quick or full mode."""
+    import types
+
+    cell = next(c for c in read_notebook(notebook).cells
+                if "parameters" in c.metadata.get("tags", []))
+    namespace = {"config": types.SimpleNamespace(quick_mode=lambda: quick)}
+    define(cell.source, namespace, f"{notebook}:parameters")
+    return {k: v for k, v in namespace.items() if k.isupper()}
+
+
 def marked_blocks(source):
     """Return the (start, end) line numbers, from 1, of each pair of exercise markers in a cell."""
     lines = source.split("\n")

@@ -32,6 +32,13 @@ def test_notebook_function_finds_the_notebooks_model_or_says_it_is_missing():
         notebook_code.notebook_function("01_fcn8_camvid.ipynb", "nothing_here")
 
 
+def test_notebook_parameters_reads_the_parameters_cell_in_either_mode():
+    quick = notebook_code.notebook_parameters("01_fcn8_camvid.ipynb", quick=True)
+    full = notebook_code.notebook_parameters("01_fcn8_camvid.ipynb", quick=False)
+    assert (quick["QUICK"], full["QUICK"]) == (True, False)
+    assert full["IMAGE_SIZE"] == (192, 256) and quick["IMAGE_SIZE"] != full["IMAGE_SIZE"]
+
+
 def test_marked_blocks_pairs_the_markers():
     source = f"a\n{START}\nb\n{END}\n  {START}\n  c\n  {END}"
     assert notebook_code.marked_blocks(source) == [(2, 4), (5, 7)]
