@@ -205,7 +205,7 @@ def test_load_failures_say_what_to_try(tmp_path):
                                         "COURSE_MASKRCNN_HANDLE.*COURSE_QUICK=1") as error:
         with detection.explain_load_errors(handle):
             hub.load(handle)
-    assert download.offline_hint("the lab with its stand-in model") in str(error.value)
+    assert download.offline_hint("the lab with the course's small Mask R-CNN") in str(error.value)
 
 
 def test_detect_refuses_images_the_model_cannot_take():
