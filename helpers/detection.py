@@ -261,6 +261,36 @@ def match_instances(predicted_masks, true_masks, min_iou=0.5):
     return pairs, best
 
 
+def evaluate(model, scenes, score_threshold=0.5, mask_threshold=0.5):
+    """Score a model with the TF Hub call signature on ``scenes`` whose true instances are known.
+
+    ``scenes`` is an iterable of objects with ``image`` (H, W, 3) uint8, ``class_ids`` (N,)
+    and ``masks`` (N, H, W) bool, such as ``helpers.scenes.make_scenes`` yields. Returns COCO
+    mask AP, AP50 and AP75 (pycocotools, over every detection the model makes) and, for the
+    detections scoring at least ``score_threshold``, the share of true instances matched at
+    mask IoU >= 0.5 with the right class and the mean mask IoU of those matched.
+    """
+    truths, found, matched_ious, n_true = [], [], [], 0
+    for scene in scenes:
+        every = filter_detections(detect(model, scene.image[None]), scene.image.shape[:2], 0.0,
+                                  mask_threshold)
+        truths.append((scene.class_ids, scene.masks))
+        found.append((every.class_ids, every.scores, every.masks))
+        kept = every.scores >= score_threshold
+        pairs, ious = match_instances(every.masks[kept], scene.masks)
+        # A match must have the right class too.
+        kept_ids = np.append(every.class_ids[kept], -1)  # pairs of -1 (no match) index the -1
+        right = (pairs >= 0) & (kept_ids[pairs] == scene.class_ids)
+        matched_ious.extend(ious[right])
+        n_true += len(scene.masks)
+    scores = coco.mask_ap(truths, found)
+    mean_iou = float(np.mean(matched_ious)) if matched_ious else 0.0
+    scores.update({"scenes": len(truths), "instances": n_true,
+                   "matched": round(len(matched_ious) / max(n_true, 1), 4),
+                   "matched_mask_iou": round(mean_iou, 4)})
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
+
+
 def detection_browser(model, images, label_map=None, score_threshold=0.5, mask_threshold=0.6):
     """Return widgets to pick an image and the score and mask thresholds, and see the result."""
     import ipywidgets as widgets
@@ -293,32 +323,3 @@ def detection_browser(model, images, label_map=None, score_threshold=0.5, mask_t
     update()
     return widgets.VBox([widgets.HBox([name, score, mask]), picture, table])
 
-
-def evaluate(model, scenes, score_threshold=0.5, mask_threshold=0.5):
-    """Score a model with the TF Hub call signature on ``scenes`` whose true instances are known.
-
-    ``scenes`` is an iterable of objects with ``image`` (H, W, 3) uint8, ``class_ids`` (N,)
-    and ``masks`` (N, H, W) bool, such as ``helpers.scenes.make_scenes`` yields. Returns COCO
-    mask AP, AP50 and AP75 (pycocotools, over every detection the model makes) and, for the
-    detections scoring at least ``score_threshold``, the share of true instances matched at
-    mask IoU >= 0.5 with the right class and the mean mask IoU of those matched.
-    """
-    truths, found, matched_ious, n_true = [], [], [], 0
-    for scene in scenes:
-        every = filter_detections(detect(model, scene.image[None]), scene.image.shape[:2], 0.0,
-                                  mask_threshold)
-        truths.append((scene.class_ids, scene.masks))
-        found.append((every.class_ids, every.scores, every.masks))
-        kept = every.scores >= score_threshold
-        pairs, ious = match_instances(every.masks[kept], scene.masks)
-        # A match must have the right class too.
-        kept_ids = np.append(every.class_ids[kept], -1)  # pairs of -1 (no match) index the -1
-        right = (pairs >= 0) & (kept_ids[pairs] == scene.class_ids)
-        matched_ious.extend(ious[right])
-        n_true += len(scene.masks)
-    scores = coco.mask_ap(truths, found)
-    mean_iou = float(np.mean(matched_ious)) if matched_ious else 0.0
-    scores.update({"scenes": len(truths), "instances": n_true,
-                   "matched": round(len(matched_ious) / max(n_true, 1), 4),
-                   "matched_mask_iou": round(mean_iou, 4)})
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}

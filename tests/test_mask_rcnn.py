@@ -25,6 +25,39 @@ def trained():
     return mask_rcnn.load_model()
 
 
+def _helpers_imported_by(module):
+    """The helpers modules that ``module`` imports, at its top or inside functions."""
+    import ast
+
+    tree = ast.parse((mask_rcnn.Path(mask_rcnn.__file__).parent / f"{module}.py").read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "helpers":
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("helpers."):
+            names.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("helpers.")}
+    return names
+
+
+def test_imports_run_one_way_from_the_export_down_to_the_model():
+    # The model is the reference a learner reads: it knows nothing of TF Hub, export or scoring.
+    assert _helpers_imported_by("mask_rcnn") == {"download", "scenes"}
+    for below in ("detection", "standin", "scenes", "coco", "download"):
+        assert not _helpers_imported_by(below) & {"mask_rcnn", "mask_rcnn_export"}, below
+    assert {"mask_rcnn", "detection"} <= _helpers_imported_by("mask_rcnn_export")
+    # And no circle anywhere in helpers, however long.
+    modules = [p.stem for p in mask_rcnn.Path(mask_rcnn.__file__).parent.glob("*.py")]
+    graph = {m: _helpers_imported_by(m) for m in modules}
+
+    def reaches(start, goal, seen=()):
+        return any(d == goal or (d not in seen and reaches(d, goal, (*seen, d)))
+                   for d in graph.get(start, ()))
+
+    assert [m for m in modules if reaches(m, m)] == []
+
+
 # ---------------------------------------------------------------- anchors and boxes
 
 def test_anchors_sit_on_cell_centres_with_the_sizes_and_ratios_asked():
