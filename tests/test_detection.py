@@ -225,8 +225,10 @@ def test_evaluate_scores_a_detector_against_the_scenes_true_instances():
     scores = detection.evaluate(model, (standin.make_scene(s) for s in seeds))
     n_true = sum(len(standin.make_scene(s).masks) for s in seeds)
     assert scores["scenes"] == 3 and scores["instances"] == n_true == 12
-    assert scores["matched"] == 1.0 and scores["matched_mask_iou"] >= 0.95, scores
-    assert scores["AP50"] == 1.0, scores
+    # Measured: every instance matched, mean mask IoU 0.991, AP 1.0 (the faded shapes' low
+    # scores rank below every true instance).
+    assert scores["matched"] == 1.0 and scores["matched_mask_iou"] >= 0.98, scores
+    assert scores["AP50"] == 1.0 and scores["AP"] >= 0.95, scores
 
     def wrong_class(images):  # the same masks under another COCO class
         outputs = dict(model(images))
