@@ -322,4 +322,3 @@ def detection_browser(model, images, label_map=None, score_threshold=0.5, mask_t
         control.observe(update, "value")
     update()
     return widgets.VBox([widgets.HBox([name, score, mask]), picture, table])
-
