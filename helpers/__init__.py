@@ -7,10 +7,11 @@
   assignment's data and fixed split), ``synthetic`` (quick mode's generated data).
 - Models and results: ``models`` (notebook 1's VGG-16 encoder), ``metrics`` (the one IoU and
   Dice), ``viz`` (palettes, panels, curves, browsers, detections).
-- Notebook 3: ``detection`` (Mask R-CNN outputs to instance masks), ``coco`` (the COCO label
-  map, COCO mask AP), ``mask_rcnn`` (the small Mask R-CNN: model, training, export,
-  evaluation; its weights in ``weights/``), ``scenes`` (its generated scenes), ``standin``
-  (the tests' rule-based stand-in model).
+- Notebook 3: ``detection`` (Mask R-CNN outputs to instance masks, scoring a detector),
+  ``coco`` (the COCO label map, COCO mask AP), ``mask_rcnn`` (the small Mask R-CNN: model,
+  losses, training; its weights in ``weights/``), ``mask_rcnn_export`` (it in the TF Hub
+  format, cached; which model notebook 3 loads; its command line), ``scenes`` (its generated
+  scenes), ``standin`` (the tests' rule-based stand-in model).
 - The assignment: ``assignment`` (exercise checks), ``grading`` (the grader),
   ``model_safety`` (what a submitted model file may declare, checked before it is loaded),
   ``student_notebook`` (generates the student notebook from the solution).

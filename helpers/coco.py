@@ -60,8 +60,9 @@ def mask_ap(truths, detections):
     """Return COCO mask AP (IoU 0.5:0.95), AP50 and AP75 of detections against true instances.
 
     ``truths`` is one ``(class_ids, masks)`` per image, ``detections`` one ``(class_ids,
-    scores, masks)`` per image; masks are boolean (N, H, W). Uses pycocotools' COCOeval with
-    ``iouType="segm"`` (up to 100 detections per image).
+    scores, masks)`` per image; masks are boolean (N, H, W), or empty lists for an image
+    without any. Uses pycocotools' COCOeval with ``iouType="segm"`` (up to 100 detections per
+    image).
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -72,7 +73,14 @@ def mask_ap(truths, detections):
     for image_id, ((true_ids, true_masks), (ids, scores, masks)) in enumerate(
             zip(truths, detections), start=1):
         true_masks, masks = np.asarray(true_masks, bool), np.asarray(masks, bool)
-        height, width = true_masks.shape[1:] if true_masks.ndim == 3 else masks.shape[1:]
+        if not len(true_ids) == len(true_masks) or not len(ids) == len(scores) == len(masks):
+            raise ValueError(f"Image {image_id}: {len(true_ids)} true classes for "
+                             f"{len(true_masks)} masks, {len(ids)} detected classes and "
+                             f"{len(scores)} scores for {len(masks)} masks.")
+        sized = [m for m in (true_masks, masks) if m.ndim == 3]
+        if not sized:
+            continue  # neither truths nor detections: nothing to score, and no size to read
+        height, width = sized[0].shape[1:]
         images.append({"id": image_id, "height": int(height), "width": int(width)})
         for class_value, mask in zip(true_ids, true_masks):
             rle = _rle(mask)

@@ -5,14 +5,20 @@ Conventions of the TF Hub detection models (the Object Detection API's), kept he
 - input: one uint8 image of shape (1, H, W, 3);
 - ``detection_boxes``: (ymin, xmin, ymax, xmax) normalised to 0..1, where 0 and 1 are the
   centres of the first and last pixel row or column (the convention of
-  ``tf.image.crop_and_resize``, with which the masks were cut out of their boxes);
+  ``tf.image.crop_and_resize``, with which the masks were cut out of their boxes), so a
+  box's pixel row is ymin * (H - 1);
 - ``detection_masks``: one small mask per detection (33x33 for Mask R-CNN), relative to its
   box, values in 0..1.
+
+Also here: wrapping a function as a module with that signature and saving it
+(``detector_module``, ``save_module``: the course's small Mask R-CNN and the tests' stand-in
+are made so), and scoring any such model on scenes whose instances are known (``evaluate``).
+Which model notebook 3 loads, the TF Hub one or the course's small one, is decided in
+``helpers.mask_rcnn_export``.
 """
 
 import contextlib
 import os
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,33 +42,29 @@ def use_course_tfhub_cache():
     return Path(os.environ["TFHUB_CACHE_DIR"])
 
 
-def model_handle(handle=None, quick=None):
-    """Return the model to load: ``handle``, else ``COURSE_MASKRCNN_HANDLE``, else the default.
+def detector_module(call, name, description, **attributes):
+    """Wrap ``call`` as a ``tf.Module`` with the TF Hub detectors' call signature.
 
-    The default is the TF Hub Mask R-CNN, or in quick mode the course's small Mask R-CNN
-    (``helpers.mask_rcnn``, exported from its shipped weights into the data cache on first
-    use). A local handle must be a SavedModel folder.
+    ``call`` maps a uint8 image [1, H, W, 3] to the dict of ``OUTPUT_KEYS``. ``attributes``
+    (a Keras model, say) are set on the module, so that ``save_module`` saves their variables.
     """
-    handle = str(handle or os.environ.get(HANDLE_VARIABLE, "").strip() or "")
-    if handle:
-        if urllib.parse.urlsplit(handle).scheme in ("http", "https", "gs"):
-            return handle  # TF Hub fetches these itself
-        path = download.local_path(handle)
-        if not (path / "saved_model.pb").is_file():
-            raise ValueError(
-                f"{handle} is not a SavedModel folder (it has no saved_model.pb). Set "
-                f"{HANDLE_VARIABLE} to a TF Hub URL or to the folder you extracted the model's "
-                "archive into.")
-        return str(path.resolve())
-    quick = config.quick_mode() if quick is None else quick
-    return small_model_handle() if quick else MASK_RCNN_HANDLE
+    import tensorflow as tf
 
+    class Detector(tf.Module):
+        def __init__(self):
+            super().__init__(name=name)
+            for key, value in attributes.items():
+                setattr(self, key, value)
 
-def small_model_handle():
-    """Return the folder of the course's small Mask R-CNN as a SavedModel (exported once)."""
-    from helpers import mask_rcnn  # imports TensorFlow: only when the small model is wanted
+        # AutoGraph off: there is no Python control flow to convert, and it cannot read the
+        # source of a class made inside a function.
+        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)],
+                     autograph=False)
+        def __call__(self, images):
+            return call(images)
 
-    return str(mask_rcnn.saved_model_dir())
+    Detector.__doc__ = description
+    return Detector()
 
 
 def save_module(module, folder, note):
@@ -90,7 +92,7 @@ def explain_load_errors(handle):
             f"  Cache:   TF Hub keeps downloads in {os.environ.get('TFHUB_CACHE_DIR', 'its cache')}\n"
             f"  Local:   download the model's archive by hand, extract it and set {HANDLE_VARIABLE} "
             "to that folder\n"
-            f"{download.offline_hint('the lab with its stand-in model')}") from e
+            + download.offline_hint("the lab with the course's small Mask R-CNN")) from e
 
 
 def _interpolation(lo, hi, n_out, n_in):
@@ -257,6 +259,36 @@ def match_instances(predicted_masks, true_masks, min_iou=0.5):
         if pairs[t] < 0 and p not in pairs:
             pairs[t], best[t] = p, ious[p, t]
     return pairs, best
+
+
+def evaluate(model, scenes, score_threshold=0.5, mask_threshold=0.5):
+    """Score a model with the TF Hub call signature on ``scenes`` whose true instances are known.
+
+    ``scenes`` is an iterable of objects with ``image`` (H, W, 3) uint8, ``class_ids`` (N,)
+    and ``masks`` (N, H, W) bool, such as ``helpers.scenes.make_scenes`` yields. Returns COCO
+    mask AP, AP50 and AP75 (pycocotools, over every detection the model makes) and, for the
+    detections scoring at least ``score_threshold``, the share of true instances matched at
+    mask IoU >= 0.5 with the right class and the mean mask IoU of those matched.
+    """
+    truths, found, matched_ious, n_true = [], [], [], 0
+    for scene in scenes:
+        every = filter_detections(detect(model, scene.image[None]), scene.image.shape[:2], 0.0,
+                                  mask_threshold)
+        truths.append((scene.class_ids, scene.masks))
+        found.append((every.class_ids, every.scores, every.masks))
+        kept = every.scores >= score_threshold
+        pairs, ious = match_instances(every.masks[kept], scene.masks)
+        # A match must have the right class too.
+        kept_ids = np.append(every.class_ids[kept], -1)  # pairs of -1 (no match) index the -1
+        right = (pairs >= 0) & (kept_ids[pairs] == scene.class_ids)
+        matched_ious.extend(ious[right])
+        n_true += len(scene.masks)
+    scores = coco.mask_ap(truths, found)
+    mean_iou = float(np.mean(matched_ious)) if matched_ious else 0.0
+    scores.update({"scenes": len(truths), "instances": n_true,
+                   "matched": round(len(matched_ious) / max(n_true, 1), 4),
+                   "matched_mask_iou": round(mean_iou, 4)})
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
 
 
 def detection_browser(model, images, label_map=None, score_threshold=0.5, mask_threshold=0.6):

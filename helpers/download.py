@@ -299,18 +299,22 @@ def generated_archive(root, name, write):
     return path
 
 
-def write_atomically(path, write):
+def write_atomically(path, write, suffix="", mode=None):
     """Create ``path`` through a temporary file beside it: ``write(temp_path)``, then rename.
 
     If ``write`` raises (a failed download, a failed check), nothing is left behind, so a
-    cache never holds a partial file under its real name.
+    cache never holds a partial file under its real name. The temporary name ends with
+    ``suffix`` (for writers that insist on one, as Keras' ``save_weights`` does); ``mode``
+    sets the file's permissions (a temporary file is readable by its owner only).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    fd, partial = tempfile.mkstemp(prefix=f".{path.name}-", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         write(Path(partial))
+        if mode is not None:
+            os.chmod(partial, mode)
         os.replace(partial, path)
     finally:
         Path(partial).unlink(missing_ok=True)

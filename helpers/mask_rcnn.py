@@ -1,36 +1,52 @@
 """A small Mask R-CNN in Keras 3, trained on generated scenes: notebook 3's offline model.
 
-The same two stages as the paper (He et al., 2017), scaled down to 128x128 images:
+Mask R-CNN (He et al., 2017) works in two stages on one shared backbone: a region proposal
+network (RPN) proposes boxes, then heads classify each proposed box, refine it and predict a
+mask inside it. This module builds them small, for 128x128 images, and reads in the paper's
+order:
 
-1. a convolutional **backbone** with a small feature pyramid (strides 2, 4, 8);
-2. a **region proposal network** (RPN) over anchors of three sizes and three aspect ratios on
-   the stride-8 level: an objectness score and box deltas per anchor, then non-maximum
-   suppression (NMS) keeps the best proposals;
-3. **RoIAlign** (``tf.image.crop_and_resize`` sampled at bin centres) cuts a fixed-size
-   feature crop out of the pyramid for each region;
-4. a **box head** classifies each region and refines its box per class, and a **mask head**
-   (convolutions, a transposed convolution, one sigmoid mask per class) predicts a 28x28 mask
-   inside the box.
+1. the **backbone** with a small feature pyramid: levels P1, P2, P3 at strides 2, 4, 8;
+2. **anchors and box coding**: boxes of 3 sizes x 3 aspect ratios around every P3 cell, and
+   the deltas that move an anchor onto a box;
+3. the **RPN**: an objectness logit and four deltas per anchor; non-maximum suppression (NMS)
+   keeps the best proposals;
+4. **RoIAlign**: a fixed-size feature crop per region, each bin the average of 2 x 2 bilinear
+   samples taken inside it (``tf.image.crop_and_resize``, then average pooling);
+5. the **heads**: a box head classifies each region and refines its box per class, and a mask
+   head (convolutions, a transposed convolution) predicts a 28x28 mask per class;
+6. ``SmallMaskRCNN``, the stages put together, one method per stage (``model(images)`` runs
+   them all and returns the detections);
+7. **targets and losses**: anchors and proposals matched to true boxes by IoU, positives and
+   negatives sampled, a Huber (smooth-L1) loss on normalised deltas, and per-pixel binary
+   cross-entropy on the true class's mask only;
+8. **training** from scratch with ``RECIPE``: AdamW, warm-up and cosine decay, fresh scenes.
 
-Training follows the paper: anchors and proposals are matched to true boxes by IoU, positives
-and negatives are sampled, boxes are regressed with a Huber (smooth-L1) loss on normalised
-deltas, and the mask loss is per-pixel binary cross-entropy on the true class's mask only.
+Design choices, where this model differs from the paper's Mask R-CNN with FPN:
 
-``export_saved_model`` wraps the trained network in a SavedModel with the call signature and
-outputs of the TF Hub Mask R-CNN as notebook 3 uses them, so ``hub.load`` loads it and every
-later cell of the lab runs unchanged.
+- The RPN runs on one pyramid level, P3, with 3 sizes x 3 ratios per cell, as Faster R-CNN
+  does; FPN gives each level one size instead. The scenes' objects are 14 to 46 pixels
+  across, which anchors of 16, 32 and 64 pixels on one level cover.
+- RoI levels are fixed: the box head always reads P2 and the mask head P1; FPN picks a level
+  by the size of each box.
+- The RPN's and the box head's box losses are divided by the number of positives (Faster
+  R-CNN divides the RPN's by the number of anchor positions and weights it by 10; Fast R-CNN
+  averages the box loss over all sampled RoIs). The classification losses are averaged over
+  the sampled anchors or RoIs, the mask loss over the positive RoIs, as in the paper.
+- AdamW's weight decay reaches every trainable variable, batch normalisation's scales and
+  offsets and the biases included; many implementations exempt those.
+- Boxes are normalised pixel edges: y = 0 is the top edge of the first row, y = 1 the bottom
+  edge of the last. (The TF Hub format puts 0 and 1 at the centres of the first and last
+  pixel; the export converts.)
 
-    python -m helpers.mask_rcnn train     # ~15 min on 2 CPU cores; writes WEIGHTS
-    python -m helpers.mask_rcnn evaluate  # COCO mask AP on held-out scenes
+Training from scratch took 426 s on 2 CPU cores (the weights' record, ``RESULTS``), and is
+deterministic. The export to the TF Hub Mask R-CNN's inputs and outputs, its cache and the
+command line that trains and scores the model are in ``helpers.mask_rcnn_export``; scoring
+any model with that signature is ``helpers.detection.evaluate``.
 
 Taught in notebook 3 ("Inside Mask R-CNN").
 """
 
-import argparse
 import json
-import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,32 +55,62 @@ import tensorflow as tf
 import keras
 from keras import layers
 
-from helpers import coco, config, detection, download, scenes
+from helpers import download, scenes
 
 IMAGE_SIZE = scenes.SIZE
 NUM_CLASSES = len(scenes.SHAPES)  # plus background, class 0
-ANCHOR_STRIDE = 8
+ANCHOR_STRIDE = 8  # the RPN's level, P3
 ANCHOR_SIZES = (16, 32, 64)  # pixels: the scenes' objects are 14 to 46 pixels across
 ANCHOR_RATIOS = (0.5, 1.0, 2.0)  # height / width
 BOX_STD = (0.1, 0.1, 0.2, 0.2)  # deltas are divided by these, so all four have similar scale
-BOX_ROI_SIZE = 7
-MASK_ROI_SIZE = 14
+BOX_ROI_SIZE = 7  # RoIAlign's bins for the box head, on P2
+MASK_ROI_SIZE = 14  # and for the mask head, on P1
 MASK_SIZE = 28
-EXPORT_MASK_SIZE = 33  # the TF Hub model's box-relative masks are 33x33
 MAX_DETECTIONS = 100  # padded like the TF Hub model's outputs
 
 VERSION = 2  # bump when the architecture or training changes; the shipped weights must be retrained
-EXPORT_VERSION = 2  # bump when the exported SavedModel changes, so cached exports are rebuilt
 WEIGHTS = Path(__file__).with_name("weights") / f"small_mask_rcnn_v{VERSION}.weights.h5"
 RESULTS = WEIGHTS.with_suffix("").with_suffix(".json")  # how WEIGHTS were made, and their scores
-TRAIN_COMMAND = "python -m helpers.mask_rcnn train"
+TRAIN_COMMAND = "python -m helpers.mask_rcnn_export train"
 
 # The training recipe (``train`` writes it beside the weights).
 RECIPE = {"seed": 0, "steps": 2400, "batch_size": 8, "learning_rate": 2e-3, "warmup": 150,
           "weight_decay": 1e-4}
 
 
-# ---------------------------------------------------------------------------- anchors, boxes
+# ----------------------------------------------------------- 1. backbone
+
+def _conv(x, filters, name, stride=1, kernel=3, norm=True):
+    x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=not norm,
+                      kernel_initializer="he_normal", name=name)(x)
+    if norm:
+        x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def build_backbone():
+    """Return the backbone: a 128x128x3 image in [-1, 1] to pyramid levels P1, P2, P3."""
+    image = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
+    c1 = _conv(_conv(image, 24, "c1a", 2), 24, "c1b")  # stride 2
+    c2 = _conv(_conv(c1, 48, "c2a", 2), 48, "c2b")     # stride 4
+    c3 = _conv(_conv(c2, 64, "c3a", 2), 64, "c3b")     # stride 8
+    c4 = _conv(_conv(c3, 96, "c4a", 2), 96, "c4b")     # stride 16: context for large shapes
+    # Feature pyramid: coarse, semantic levels are upsampled and added to finer ones.
+    p4 = layers.Conv2D(48, 1, name="p4_lateral")(c4)
+    p3 = layers.Add(name="p3_add")([layers.Conv2D(48, 1, name="p3_lateral")(c3),
+                                    layers.UpSampling2D(name="p4_up")(p4)])
+    p2 = layers.Add(name="p2_add")([layers.Conv2D(48, 1, name="p2_lateral")(c2),
+                                    layers.UpSampling2D(name="p3_up")(p3)])
+    p1 = layers.Add(name="p1_add")([layers.Conv2D(24, 1, name="p1_lateral")(c1),
+                                    layers.Conv2D(24, 1, name="p2_reduce")(
+                                        layers.UpSampling2D(name="p2_up")(p2))])
+    p3 = _conv(p3, 48, "p3", norm=False)
+    p2 = _conv(p2, 48, "p2", norm=False)
+    p1 = _conv(p1, 24, "p1", norm=False)
+    return keras.Model(image, {"p1": p1, "p2": p2, "p3": p3}, name="backbone")
+
+
+# ------------------------------------------------ 2. anchors, box coding
 
 def make_anchors(feature_size=IMAGE_SIZE // ANCHOR_STRIDE, stride=ANCHOR_STRIDE,
                  sizes=ANCHOR_SIZES, ratios=ANCHOR_RATIOS, image_size=IMAGE_SIZE):
@@ -120,6 +166,21 @@ def decode_boxes(deltas, anchors):
     return tf.stack([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2], -1)
 
 
+# ------------------------------------------------------------ 3. the RPN
+
+def build_rpn_head(channels=48):
+    """Return the RPN head: per anchor of each cell, an objectness logit and four deltas."""
+    k = len(ANCHOR_SIZES) * len(ANCHOR_RATIOS)
+    features = keras.Input((None, None, channels), name="p3")
+    x = _conv(features, 48, "rpn_conv", norm=False)
+    logits = layers.Conv2D(k, 1, name="rpn_objectness")(x)
+    deltas = layers.Conv2D(4 * k, 1, name="rpn_deltas",
+                           kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))(x)
+    return keras.Model(features, {"logits": logits, "deltas": deltas}, name="rpn")
+
+
+# ----------------------------------------------------------- 4. RoIAlign
+
 def roi_align(features, boxes, box_indices, output_size, sampling=2, method="bilinear"):
     """Cut an (output_size, output_size) crop per box out of ``features`` [B, H, W, C].
 
@@ -148,56 +209,7 @@ def roi_align(features, boxes, box_indices, output_size, sampling=2, method="bil
     return crops
 
 
-def sample_mask(candidates, counts, seed):
-    """Choose at random up to ``counts`` [B] of the True entries of each row of ``candidates``."""
-    noise = tf.random.stateless_uniform(tf.shape(candidates), seed)
-    score = tf.where(candidates, noise, -1.0)
-    rank = tf.argsort(tf.argsort(score, axis=-1, direction="DESCENDING"), axis=-1)
-    return candidates & (rank < tf.cast(counts, tf.int32)[:, None])
-
-
-# ---------------------------------------------------------------------------- the network
-
-def _conv(x, filters, name, stride=1, kernel=3, norm=True):
-    x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=not norm,
-                      kernel_initializer="he_normal", name=name)(x)
-    if norm:
-        x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
-    return layers.ReLU(name=f"{name}_relu")(x)
-
-
-def build_backbone():
-    """Return the backbone: a 128x128x3 image in [-1, 1] to pyramid levels P1, P2, P3."""
-    image = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
-    c1 = _conv(_conv(image, 24, "c1a", 2), 24, "c1b")  # stride 2
-    c2 = _conv(_conv(c1, 48, "c2a", 2), 48, "c2b")     # stride 4
-    c3 = _conv(_conv(c2, 64, "c3a", 2), 64, "c3b")     # stride 8
-    c4 = _conv(_conv(c3, 96, "c4a", 2), 96, "c4b")     # stride 16: context for large shapes
-    # Feature pyramid: coarse, semantic levels are upsampled and added to finer ones.
-    p4 = layers.Conv2D(48, 1, name="p4_lateral")(c4)
-    p3 = layers.Add(name="p3_add")([layers.Conv2D(48, 1, name="p3_lateral")(c3),
-                                    layers.UpSampling2D(name="p4_up")(p4)])
-    p2 = layers.Add(name="p2_add")([layers.Conv2D(48, 1, name="p2_lateral")(c2),
-                                    layers.UpSampling2D(name="p3_up")(p3)])
-    p1 = layers.Add(name="p1_add")([layers.Conv2D(24, 1, name="p1_lateral")(c1),
-                                    layers.Conv2D(24, 1, name="p2_reduce")(
-                                        layers.UpSampling2D(name="p2_up")(p2))])
-    p3 = _conv(p3, 48, "p3", norm=False)
-    p2 = _conv(p2, 48, "p2", norm=False)
-    p1 = _conv(p1, 24, "p1", norm=False)
-    return keras.Model(image, {"p1": p1, "p2": p2, "p3": p3}, name="backbone")
-
-
-def build_rpn_head(channels=48):
-    """Return the RPN head: per anchor of each cell, an objectness logit and four deltas."""
-    k = len(ANCHOR_SIZES) * len(ANCHOR_RATIOS)
-    features = keras.Input((None, None, channels), name="p3")
-    x = _conv(features, 48, "rpn_conv", norm=False)
-    logits = layers.Conv2D(k, 1, name="rpn_objectness")(x)
-    deltas = layers.Conv2D(4 * k, 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-                           name="rpn_deltas")(x)
-    return keras.Model(features, {"logits": logits, "deltas": deltas}, name="rpn")
-
+# ---------------------------------------------------------- 5. the heads
 
 def build_box_head(channels=48):
     """Return the box head: a 7x7 RoI crop to class logits and per-class box deltas."""
@@ -223,8 +235,14 @@ def build_mask_head(channels=24):
     return keras.Model(crops, logits, name="mask_head")
 
 
+# ---------------------------------------------------------- 6. the model
+
 class SmallMaskRCNN(keras.Model):
-    """Mask R-CNN's two stages, small: each stage is a method, so the notebook can run them one by one."""
+    """The small Mask R-CNN: one method per stage, so notebook 3 can run them one by one.
+
+    ``model(images)`` (uint8 or 0..255 images [B, 128, 128, 3]) returns the detections, as
+    ``detect`` does; training goes through ``compute_losses``.
+    """
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -234,6 +252,10 @@ class SmallMaskRCNN(keras.Model):
         self.mask_head = build_mask_head()
         self.anchors = tf.constant(make_anchors())
         self.built = True  # every part is a functional model, built on creation
+
+    def call(self, images, training=False):
+        """Return the detections of ``images`` (see ``detect``)."""
+        return self.detect(images)
 
     def features(self, images, training=False):
         """Return the pyramid {"p1", "p2", "p3"} of uint8 or 0..255 images [B, 128, 128, 3]."""
@@ -267,7 +289,7 @@ class SmallMaskRCNN(keras.Model):
         return roi_align(level, tf.reshape(boxes, [-1, 4]), indices, size)
 
     def classify_boxes(self, features, boxes, training=False):
-        """Return class logits [B, N, K + 1] and per-class deltas [B, N, K + 1, 4] of boxes [B, N, 4]."""
+        """Return class logits [B, N, K + 1] and per-class deltas [B, N, K + 1, 4] of boxes."""
         batch, count = tf.shape(boxes)[0], tf.shape(boxes)[1]
         out = self.box_head(self._crops(features["p2"], boxes, BOX_ROI_SIZE), training=training)
         return (tf.reshape(out["logits"], [batch, count, NUM_CLASSES + 1]),
@@ -290,19 +312,29 @@ class SmallMaskRCNN(keras.Model):
         logits, deltas = self.classify_boxes(features, proposals)
         probs = tf.nn.softmax(logits)[..., 1:]
         real = tf.sequence_mask(valid, tf.shape(proposals)[1], tf.float32)[..., None]
+        # A box per proposal and class; a second NMS, per class, removes duplicates.
         boxes = decode_boxes(deltas[:, :, 1:], proposals[:, :, None, :])
         boxes, scores, classes, count = tf.image.combined_non_max_suppression(
             tf.clip_by_value(boxes, 0.0, 1.0), probs * real, MAX_DETECTIONS, MAX_DETECTIONS,
             iou_threshold=iou_threshold, score_threshold=score_threshold, clip_boxes=False)
         classes = tf.cast(classes, tf.int32)
-        masks = self.mask_logits(features, boxes)
-        masks = tf.reduce_sum(tf.sigmoid(masks) * tf.one_hot(classes, NUM_CLASSES)[:, :, None, None, :], -1)
+        # Of the K masks per box, the detected class's.
+        masks = tf.sigmoid(self.mask_logits(features, boxes))
+        masks = tf.reduce_sum(masks * tf.one_hot(classes, NUM_CLASSES)[:, :, None, None, :], -1)
         is_real = tf.sequence_mask(count, MAX_DETECTIONS)
         return {"boxes": boxes, "scores": scores, "labels": tf.where(is_real, classes + 1, 0),
                 "masks": masks * tf.cast(is_real, tf.float32)[..., None, None], "count": count}
 
 
-# ---------------------------------------------------------------------------- training
+# ---------------------------------------------------- 7. targets, losses
+
+def sample_mask(candidates, counts, seed):
+    """Choose at random up to ``counts`` [B] of the True entries of each row of ``candidates``."""
+    noise = tf.random.stateless_uniform(tf.shape(candidates), seed)
+    score = tf.where(candidates, noise, -1.0)
+    rank = tf.argsort(tf.argsort(score, axis=-1, direction="DESCENDING"), axis=-1)
+    return candidates & (rank < tf.cast(counts, tf.int32)[:, None])
+
 
 def rpn_targets(anchors, gt_boxes, gt_labels, seed, per_image=256, positive_fraction=0.5):
     """Label anchors for the RPN by IoU with the true boxes, and sample them.
@@ -360,55 +392,74 @@ def roi_targets(proposals, valid, gt_boxes, gt_labels, seed, per_image=ROIS_PER_
 
 
 def mask_targets(gt_masks, boxes, matched):
-    """Cut the true masks [B, G, H, W] of ``matched`` [B, N] out at ``boxes`` [B, N, 4] as 28x28 targets."""
+    """Cut the true masks [B, G, H, W] of ``matched`` [B, N] at ``boxes`` [B, N, 4], 28x28."""
     batch, n_gt = tf.shape(gt_masks)[0], tf.shape(gt_masks)[1]
-    flat = tf.reshape(tf.cast(gt_masks, tf.float32), [-1, tf.shape(gt_masks)[2], tf.shape(gt_masks)[3], 1])
+    height, width = tf.shape(gt_masks)[2], tf.shape(gt_masks)[3]
+    flat = tf.reshape(tf.cast(gt_masks, tf.float32), [-1, height, width, 1])
     index = tf.reshape(matched + tf.range(batch)[:, None] * n_gt, [-1])
-    # Nearest: each target cell takes the value of the pixel its centre falls in, so a small
-    # object's mask is not eroded by interpolating with the background around it.
-    crops = roi_align(flat, tf.reshape(boxes, [-1, 4]), index, MASK_SIZE, sampling=1, method="nearest")
-    return tf.reshape(tf.cast(crops[..., 0] >= 0.5, tf.float32), [batch, -1, MASK_SIZE, MASK_SIZE])
+    # Nearest: each target cell takes the value of the pixel its centre falls in (0 or 1), so
+    # a small object's mask is not eroded by interpolating with the background around it.
+    crops = roi_align(flat, tf.reshape(boxes, [-1, 4]), index, MASK_SIZE, sampling=1,
+                      method="nearest")
+    return tf.reshape(crops[..., 0], [batch, -1, MASK_SIZE, MASK_SIZE])
 
 
 def _huber(x):
+    """Smooth L1, the paper's box loss: quadratic below 1, linear above."""
     x = tf.abs(x)
     return tf.where(x < 1.0, 0.5 * x * x, x - 0.5)
 
 
+def _weighted_mean(weights, values):
+    """Sum ``values`` where ``weights`` (0/1) say, divided by how many they pick (at least 1)."""
+    weights = tf.cast(weights, tf.float32)
+    return tf.reduce_sum(weights * values) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
 def compute_losses(model, images, gt_boxes, gt_labels, gt_masks, seed, training=True):
-    """Return the five Mask R-CNN losses of one batch, as a dict of scalars."""
+    """Return the five Mask R-CNN losses of one batch, as a dict of scalars (summed to train).
+
+    ``rpn_class``: objectness, binary cross-entropy over the sampled anchors; ``rpn_box``:
+    Huber on the deltas of the positive anchors; ``class``: softmax cross-entropy over the
+    sampled RoIs; ``box``: Huber on the true class's deltas of the positive RoIs; ``mask``:
+    per-pixel binary cross-entropy of the true class's mask, averaged over positive RoIs.
+    """
     seeds = tf.random.experimental.stateless_split(seed, 2)
     features = model.features(images, training=training)
+
+    # The RPN: anchors labelled and sampled by IoU with the true boxes.
     logits, deltas = model.rpn(features, training=training)
-
     positive, negative, targets = rpn_targets(model.anchors, gt_boxes, gt_labels, seeds[0])
-    sampled = tf.cast(positive | negative, tf.float32)
-    rpn_class = tf.reduce_sum(sampled * tf.nn.sigmoid_cross_entropy_with_logits(
-        tf.cast(positive, tf.float32), logits)) / tf.maximum(tf.reduce_sum(sampled), 1.0)
-    pos = tf.cast(positive, tf.float32)
-    rpn_box = tf.reduce_sum(pos[..., None] * _huber(deltas - targets)) / tf.maximum(tf.reduce_sum(pos), 1.0)
+    objectness = tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(positive, tf.float32), logits)
+    rpn_class = _weighted_mean(positive | negative, objectness)
+    rpn_box = _weighted_mean(tf.cast(positive, tf.float32)[..., None], _huber(deltas - targets))
 
+    # The box head: proposals (and the true boxes) labelled and sampled by IoU.
     proposals, _, valid = model.proposals(logits, deltas, pre_nms=600, post_nms=64)
-    rois, weight, labels, matched, is_positive = roi_targets(proposals, valid, gt_boxes, gt_labels, seeds[1])
+    rois, weight, labels, matched, is_positive = roi_targets(proposals, valid, gt_boxes,
+                                                             gt_labels, seeds[1])
     class_logits, box_deltas = model.classify_boxes(features, rois, training=training)
-    head_class = tf.reduce_sum(weight * tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels, class_logits)) / tf.maximum(tf.reduce_sum(weight), 1.0)
+    head_class = _weighted_mean(
+        weight, tf.nn.sparse_softmax_cross_entropy_with_logits(labels, class_logits))
     box_targets = encode_boxes(tf.gather(gt_boxes, matched, batch_dims=1), rois)
     chosen = tf.gather(box_deltas, labels, batch_dims=2)  # the deltas of the true class
-    posf = tf.cast(is_positive, tf.float32)
-    head_box = tf.reduce_sum(posf[..., None] * _huber(chosen - box_targets)) / tf.maximum(tf.reduce_sum(posf), 1.0)
+    head_box = _weighted_mean(tf.cast(is_positive, tf.float32)[..., None],
+                              _huber(chosen - box_targets))
 
-    # Masks only for positives, which come first: at most MAX_POSITIVE_ROIS per image.
+    # The mask head: positive RoIs only, which come first (at most MAX_POSITIVE_ROIS per image).
     n_mask = MAX_POSITIVE_ROIS
-    mask_rois, mask_pos = rois[:, :n_mask], posf[:, :n_mask]
-    mask_labels, mask_matched = labels[:, :n_mask], matched[:, :n_mask]
-    target = mask_targets(gt_masks, mask_rois, mask_matched)
+    mask_rois, mask_positive = rois[:, :n_mask], is_positive[:, :n_mask]
+    target = mask_targets(gt_masks, mask_rois, matched[:, :n_mask])
     predicted = model.mask_logits(features, mask_rois, training=training)
-    predicted = tf.gather(predicted, tf.maximum(mask_labels - 1, 0)[..., None], axis=4, batch_dims=2)[..., 0]
+    true_class = tf.maximum(labels[:, :n_mask] - 1, 0)[..., None]  # no background channel
+    predicted = tf.gather(predicted, true_class, axis=4, batch_dims=2)[..., 0]
     per_pixel = tf.nn.sigmoid_cross_entropy_with_logits(target, predicted)
-    mask = tf.reduce_sum(mask_pos * tf.reduce_mean(per_pixel, [2, 3])) / tf.maximum(tf.reduce_sum(mask_pos), 1.0)
-    return {"rpn_class": rpn_class, "rpn_box": rpn_box, "class": head_class, "box": head_box, "mask": mask}
+    mask = _weighted_mean(mask_positive, tf.reduce_mean(per_pixel, [2, 3]))
+    return {"rpn_class": rpn_class, "rpn_box": rpn_box, "class": head_class, "box": head_box,
+            "mask": mask}
 
+
+# ----------------------------------------------------------- 8. training
 
 def training_batches(seed, batch_size, steps):
     """Yield (step, images, boxes, labels, masks) of fresh training scenes, the same for a seed."""
@@ -419,7 +470,10 @@ def training_batches(seed, batch_size, steps):
 
 
 def make_optimizer(steps, learning_rate, warmup, weight_decay):
-    """AdamW with linear warm-up and cosine decay, and gradients clipped for the first steps' outliers."""
+    """AdamW with linear warm-up and cosine decay, gradients clipped for the first steps' outliers.
+
+    The weight decay applies to every variable it is given, batch normalisation's included.
+    """
     warmup = min(warmup, steps // 4)
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, max(steps - warmup, 1), alpha=0.01, warmup_target=learning_rate, warmup_steps=warmup)
@@ -427,9 +481,13 @@ def make_optimizer(steps, learning_rate, warmup, weight_decay):
 
 
 def train(steps=None, seed=None, weights=WEIGHTS, log_every=100, batch_size=None, log=print):
-    """Train the small Mask R-CNN from scratch with RECIPE; save the weights; return the history."""
-    recipe = dict(RECIPE, **{k: v for k, v in (("steps", steps), ("seed", seed), ("batch_size", batch_size))
-                            if v is not None})
+    """Train the small Mask R-CNN from scratch with RECIPE; save the weights; return the history.
+
+    Returns (model, record): the record holds the recipe, the mean losses every ``log_every``
+    steps and the training time. Deterministic with TensorFlow's op determinism on.
+    """
+    chosen = {"steps": steps, "seed": seed, "batch_size": batch_size}
+    recipe = dict(RECIPE, **{k: v for k, v in chosen.items() if v is not None})
     keras.utils.set_random_seed(recipe["seed"])
     model = SmallMaskRCNN()
     optimizer = make_optimizer(recipe["steps"], recipe["learning_rate"], recipe["warmup"],
@@ -446,16 +504,18 @@ def train(steps=None, seed=None, weights=WEIGHTS, log_every=100, batch_size=None
         return losses
 
     history, start, running = [], time.perf_counter(), {}
-    for step, images, boxes, labels, masks in training_batches(recipe["seed"], recipe["batch_size"],
-                                                               recipe["steps"]):
-        losses = step_fn(images, boxes, labels, masks, tf.constant(step, tf.int64))  # a tensor: no retracing
+    batches = training_batches(recipe["seed"], recipe["batch_size"], recipe["steps"])
+    for step, images, boxes, labels, masks in batches:
+        # The step as a tensor, so the function is traced once.
+        losses = step_fn(images, boxes, labels, masks, tf.constant(step, tf.int64))
         for key, value in losses.items():
             running[key] = running.get(key, 0.0) + float(value)
         if (step + 1) % log_every == 0 or step + 1 == recipe["steps"]:
             n = log_every if (step + 1) % log_every == 0 else (step + 1) % log_every
             mean = {k: round(v / n, 4) for k, v in running.items()}
-            history.append({"step": step + 1, "seconds": round(time.perf_counter() - start, 1), **mean})
-            log(f"step {step + 1}/{recipe['steps']}  {time.perf_counter() - start:6.0f} s  "
+            seconds = time.perf_counter() - start
+            history.append({"step": step + 1, "seconds": round(seconds, 1), **mean})
+            log(f"step {step + 1}/{recipe['steps']}  {seconds:6.0f} s  "
                 + "  ".join(f"{k} {v:.3f}" for k, v in mean.items()))
             running = {}
     if weights is not None:
@@ -464,17 +524,13 @@ def train(steps=None, seed=None, weights=WEIGHTS, log_every=100, batch_size=None
                    "training_seconds": round(time.perf_counter() - start, 1)}
 
 
-# ---------------------------------------------------------------------------- loading, export
+# ----------------------------------------------------------- the weights
 
 def save_weights(model, weights):
-    """Save ``model``'s weights to ``weights`` through a temporary file, so a crash leaves no half file."""
-    weights = Path(weights)
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=weights.parent) as folder:
-        partial = Path(folder) / weights.name  # Keras wants the .weights.h5 suffix
-        model.save_weights(str(partial))
-        os.replace(partial, weights)
-    return weights
+    """Save ``model``'s weights to ``weights`` through a temporary file: no half file on a crash."""
+    # Keras wants the .weights.h5 ending; shipped files are readable by all.
+    return download.write_atomically(weights, lambda part: model.save_weights(str(part)),
+                                     suffix=".weights.h5", mode=0o644)
 
 
 class WeightsError(download.DataError):
@@ -484,7 +540,7 @@ class WeightsError(download.DataError):
 def load_model(weights=WEIGHTS):
     """Return a SmallMaskRCNN with ``weights`` loaded; say how to rebuild them if they are bad."""
     weights = Path(weights)
-    rebuild = f"Rebuild them with `{TRAIN_COMMAND}` (about 15 minutes on 2 CPU cores)."
+    rebuild = f"Rebuild them with `{TRAIN_COMMAND}` (about 7 minutes on 2 CPU cores)."
     if not weights.is_file():
         raise WeightsError(f"The small Mask R-CNN's weights {weights} are missing. {rebuild}")
     model = SmallMaskRCNN()
@@ -499,150 +555,3 @@ def load_model(weights=WEIGHTS):
 def shipped_results():
     """Return the record of how the shipped weights were trained and how they scored."""
     return json.loads(RESULTS.read_text())
-
-
-def to_centre_boxes(boxes, image_size):
-    """Turn pixel-edge boxes into the convention of the lab's ``reframe_box_masks``.
-
-    There, as in the Object Detection API, 0 and 1 are the centres of the first and last
-    pixel, so a box's pixel-edge coordinate y * H becomes (y * H - 0.5) / (H - 1).
-    """
-    size = tf.cast(image_size, tf.float32)
-    scale = tf.concat([size, size], 0)
-    return tf.clip_by_value((boxes * scale - 0.5) / tf.maximum(scale - 1.0, 1.0), 0.0, 1.0)
-
-
-def to_corner_masks(masks):
-    """Resample (N, 28, 28) bin-centre masks to the lab's (N, 33, 33) box masks.
-
-    ``reframe_box_masks`` puts cell j of 33 at j / 32 of the way across the box, edges included,
-    while the mask head predicts the centres of 28 bins: so read the 28 at -0.5 .. 27.5 (their
-    border values past the outer centres).
-    """
-    count = tf.shape(masks)[0]
-    padded = tf.pad(masks[..., None], [[0, 0], [1, 1], [1, 1], [0, 0]], "SYMMETRIC")
-    lo, hi = 0.5 / (MASK_SIZE + 1), (MASK_SIZE + 0.5) / (MASK_SIZE + 1)
-    crops = tf.image.crop_and_resize(padded, tf.tile([[lo, lo, hi, hi]], [count, 1]), tf.range(count),
-                                     [EXPORT_MASK_SIZE, EXPORT_MASK_SIZE])
-    return tf.clip_by_value(crops[..., 0], 0.0, 1.0)
-
-
-def hub_module(model):
-    """Wrap a SmallMaskRCNN as a ``tf.Module`` with the TF Hub Mask R-CNN's call signature."""
-    coco_ids = tf.constant(scenes.COCO_IDS, tf.float32)
-
-    class SmallMaskRCNNModule(tf.Module):
-        """Small Mask R-CNN trained on generated shapes, with the TF Hub model's inputs and outputs."""
-
-        def __init__(self):
-            super().__init__(name="small_mask_rcnn")
-            self.model = model
-
-        # No Python control flow to convert, and AutoGraph trips over the nested class.
-        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)], autograph=False)
-        def __call__(self, images):
-            # The network works at 128x128; boxes and box-relative masks are normalised, so
-            # they hold for the image at its own size.
-            small = tf.image.resize(tf.cast(images, tf.float32), [IMAGE_SIZE, IMAGE_SIZE],
-                                    antialias=True)
-            out = self.model.detect(small)
-            real = out["labels"] > 0
-            boxes = tf.where(real[..., None], to_centre_boxes(out["boxes"], tf.shape(images)[1:3]), 0.0)
-            masks = to_corner_masks(out["masks"][0])
-            classes = tf.where(real, tf.gather(coco_ids, tf.maximum(out["labels"] - 1, 0)), 0.0)
-            return {
-                "detection_boxes": boxes,
-                "detection_classes": classes,
-                "detection_scores": out["scores"],
-                "detection_masks": masks[None],
-                "num_detections": tf.cast(out["count"], tf.float32),
-            }
-
-    return SmallMaskRCNNModule()
-
-
-def saved_model_dir(weights=WEIGHTS, root=None):
-    """Export the shipped weights as a SavedModel into the data cache once; return its folder."""
-    weights = Path(weights)
-    models = Path(root) if root is not None else config.data_dir() / "models"
-    digest = download.sha256_file(weights)[:12] if weights.is_file() else "missing"
-
-    def build(folder):
-        detection.save_module(hub_module(load_model(weights)), folder, f"small Mask R-CNN from {weights.name}")
-
-    if digest == "missing":
-        load_model(weights)  # raises the WeightsError that says how to rebuild them
-    return download.install_folder(models / f"small-mask-rcnn-v{VERSION}-e{EXPORT_VERSION}-{digest}", build)
-
-
-# ---------------------------------------------------------------------------- evaluation
-
-def evaluate(model, seeds, score_threshold=0.5, mask_threshold=0.5, size=scenes.SIZE):
-    """Score a model with the TF Hub call signature on the scenes of ``seeds`` (``size`` pixels).
-
-    Returns COCO mask AP, AP50 and AP75 (pycocotools, over every detection the model makes),
-    and, for detections scoring at least ``score_threshold``, the share of true instances
-    matched at mask IoU >= 0.5 and the mean mask IoU of the matched ones.
-    """
-    truths, found, matched_ious, n_true = [], [], [], 0
-    for seed in seeds:
-        scene = scenes.make_scene(seed, size)
-        outputs = detection.detect(model, scene.image[None])
-        every = detection.filter_detections(outputs, scene.image.shape[:2], 0.0, mask_threshold)
-        truths.append((scene.class_ids, scene.masks))
-        found.append((every.class_ids, every.scores, every.masks))
-        kept = every.scores >= score_threshold
-        pairs, ious = detection.match_instances(every.masks[kept], scene.masks)
-        # A match must have the right class too.
-        kept_ids = np.append(every.class_ids[kept], -1)  # pairs of -1 (no match) index the -1
-        right = (pairs >= 0) & (kept_ids[pairs] == scene.class_ids)
-        matched_ious.extend(ious[right])
-        n_true += len(scene.masks)
-    scores = coco.mask_ap(truths, found)
-    scores.update({"scenes": len(truths), "instances": n_true,
-                   "matched": round(len(matched_ious) / max(n_true, 1), 4),
-                   "matched_mask_iou": round(float(np.mean(matched_ious)) if matched_ious else 0.0, 4)})
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
-
-
-def main(argv=None):
-    """Train or evaluate the small Mask R-CNN from the command line."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.mask_rcnn", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    train_cmd = sub.add_parser("train", help="train from scratch with RECIPE, save the weights, evaluate")
-    train_cmd.add_argument("--steps", type=int, default=None)
-    train_cmd.add_argument("--seed", type=int, default=None)
-    train_cmd.add_argument("--weights", type=Path, default=WEIGHTS)
-    train_cmd.add_argument("--test-scenes", type=int, default=300)
-    eval_cmd = sub.add_parser("evaluate", help="COCO mask AP of the weights on held-out scenes")
-    eval_cmd.add_argument("--weights", type=Path, default=WEIGHTS)
-    eval_cmd.add_argument("--scenes", dest="test_scenes", type=int, default=300)
-    eval_cmd.add_argument("--split", choices=("test", "validation"), default="test",
-                          help="validation scenes to tune a recipe on; test scenes to report")
-    args = parser.parse_args(argv)
-
-    split = getattr(args, "split", "test")
-    seeds = (scenes.VALIDATION_SEEDS if split == "validation" else scenes.TEST_SEEDS)[:args.test_scenes]
-    if args.command == "train":
-        tf.config.experimental.enable_op_determinism()
-        model, record = train(args.steps, args.seed, args.weights)
-    else:
-        model, record = load_model(args.weights), {}
-    start = time.perf_counter()
-    record[split] = evaluate(hub_module(model), seeds)
-    record["evaluation_seconds"] = round(time.perf_counter() - start, 1)
-    print(json.dumps(record[split], indent=1))
-    if args.command == "train":
-        record.update({"command": TRAIN_COMMAND, "weights": args.weights.name,
-                       "sha256": download.sha256_file(args.weights),
-                       "tensorflow": tf.__version__, "keras": keras.__version__})
-        def write(path):
-            Path(path).write_text(json.dumps(record, indent=1) + "\n")
-            os.chmod(path, 0o644)  # a shipped file: mkstemp's 0600 would hide it from others
-
-        download.write_atomically(args.weights.with_suffix("").with_suffix(".json"), write)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

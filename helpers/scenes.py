@@ -28,8 +28,8 @@ MIN_VISIBLE = 0.45  # an instance keeps at least this share of its area visible
 MIN_PIXELS = 40
 
 # Seed ranges, kept apart so that no scene is both trained and scored on: validation scenes
-# are for tuning a recipe (``python -m helpers.mask_rcnn evaluate --split validation``), test
-# scenes for the figures reported with the weights and in notebook 3.
+# are for tuning a recipe (``python -m helpers.mask_rcnn_export evaluate --split validation``),
+# test scenes for the figures reported with the weights and in notebook 3.
 TRAIN_SEEDS = range(0, 100_000)
 VALIDATION_SEEDS = range(100_000, 110_000)
 TEST_SEEDS = range(200_000, 210_000)
@@ -170,6 +170,12 @@ def make_scene(seed, size=SIZE, max_objects=6):
         masks=np.stack(masks) if masks else np.zeros((0, size, size), bool),
         hidden=np.array([1 - m.sum() / p[2].sum() for m, p in zip(masks, placed)], np.float32),
     )
+
+
+def make_scenes(seeds, size=SIZE):
+    """Yield the scenes of ``seeds`` one at a time (for ``detection.evaluate``)."""
+    for seed in seeds:
+        yield make_scene(seed, size)
 
 
 def visible_masks(placed):

@@ -133,63 +133,62 @@ def scene_files(seeds=(1, 2), root=None):
     return files
 
 
-def standin_module():
-    """Return the stand-in as a ``tf.Module`` with the TF Hub Mask R-CNN's call signature."""
+def find_hues(images):
+    """The stand-in's whole "model": uint8 images [1, H, W, 3] to the TF Hub model's outputs."""
     import tensorflow as tf
 
     hues = tf.constant([h / 360 for h, _, _ in HUES], tf.float32)
     classes = tf.constant([c for _, c, _ in HUES], tf.float32)
+    hsv = tf.image.rgb_to_hsv(tf.cast(images[0], tf.float32) / 255.0)
+    hue, saturation = hsv[..., 0], hsv[..., 1]
+    distance = tf.abs(hue[..., None] - hues)
+    distance = tf.minimum(distance, 1.0 - distance)  # hue is an angle
+    member = (saturation[..., None] > MIN_SATURATION) & (distance < HUE_TOLERANCE)
+    member = tf.cast(member, tf.float32)[None]  # [1, H, W, hues]
+    # Opening (erode, then dilate): a stray vivid pixel must not stretch a box.
+    member = -tf.nn.max_pool2d(-member, 3, 1, "SAME")
+    member = tf.nn.max_pool2d(member, 3, 1, "SAME")[0]  # [H, W, hues]
 
-    class StandInModel(tf.Module):
-        """STAND-IN for Mask R-CNN: finds vivid hues, one detection per hue; no neural network."""
+    area = tf.reduce_sum(member, [0, 1])
+    score = tf.reduce_sum(member * saturation[..., None], [0, 1]) / tf.maximum(area, 1.0)
+    size = tf.shape(member)
+    rows, cols = tf.reduce_max(member, 1), tf.reduce_max(member, 0)
+    top, left = tf.argmax(rows, 0), tf.argmax(cols, 0)
+    bottom = tf.cast(size[0] - 1, tf.int64) - tf.argmax(tf.reverse(rows, [0]), 0)
+    right = tf.cast(size[1] - 1, tf.int64) - tf.argmax(tf.reverse(cols, [0]), 0)
+    # Normalised so that 0 and 1 are the centres of the first and last pixels: the
+    # convention of tf.image.crop_and_resize, which cuts out the box-relative masks.
+    h = tf.cast(tf.maximum(size[0] - 1, 1), tf.float32)
+    w = tf.cast(tf.maximum(size[1] - 1, 1), tf.float32)
+    boxes = tf.stack([tf.cast(top, tf.float32) / h, tf.cast(left, tf.float32) / w,
+                      tf.cast(bottom, tf.float32) / h, tf.cast(right, tf.float32) / w], 1)
+    masks = tf.image.crop_and_resize(tf.transpose(member, [2, 0, 1])[..., None], boxes,
+                                     tf.range(len(HUES)), [MASK_SIZE, MASK_SIZE])[..., 0]
 
-        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)])
-        def __call__(self, images):
-            hsv = tf.image.rgb_to_hsv(tf.cast(images[0], tf.float32) / 255.0)
-            hue, saturation = hsv[..., 0], hsv[..., 1]
-            distance = tf.abs(hue[..., None] - hues)
-            distance = tf.minimum(distance, 1.0 - distance)  # hue is an angle
-            member = (saturation[..., None] > MIN_SATURATION) & (distance < HUE_TOLERANCE)
-            member = tf.cast(member, tf.float32)[None]  # [1, H, W, hues]
-            # Opening (erode, then dilate): a stray vivid pixel must not stretch a box.
-            member = -tf.nn.max_pool2d(-member, 3, 1, "SAME")
-            member = tf.nn.max_pool2d(member, 3, 1, "SAME")[0]  # [H, W, hues]
+    found = area >= MIN_AREA
+    count = tf.reduce_sum(tf.cast(found, tf.int32))
+    keep = tf.argsort(tf.where(found, score, -1.0), direction="DESCENDING")[:count]
 
-            area = tf.reduce_sum(member, [0, 1])
-            score = tf.reduce_sum(member * saturation[..., None], [0, 1]) / tf.maximum(area, 1.0)
-            size = tf.shape(member)
-            rows, cols = tf.reduce_max(member, 1), tf.reduce_max(member, 0)
-            top, left = tf.argmax(rows, 0), tf.argmax(cols, 0)
-            bottom = tf.cast(size[0] - 1, tf.int64) - tf.argmax(tf.reverse(rows, [0]), 0)
-            right = tf.cast(size[1] - 1, tf.int64) - tf.argmax(tf.reverse(cols, [0]), 0)
-            # Normalised so that 0 and 1 are the centres of the first and last pixels: the
-            # convention of tf.image.crop_and_resize, which cuts out the box-relative masks.
-            h = tf.cast(tf.maximum(size[0] - 1, 1), tf.float32)
-            w = tf.cast(tf.maximum(size[1] - 1, 1), tf.float32)
-            boxes = tf.stack([tf.cast(top, tf.float32) / h, tf.cast(left, tf.float32) / w,
-                              tf.cast(bottom, tf.float32) / h, tf.cast(right, tf.float32) / w], 1)
-            masks = tf.image.crop_and_resize(tf.transpose(member, [2, 0, 1])[..., None], boxes,
-                                             tf.range(len(HUES)), [MASK_SIZE, MASK_SIZE])[..., 0]
+    def padded(values):
+        values = tf.gather(values, keep)
+        padding = [[0, MAX_DETECTIONS - count]] + [[0, 0]] * (len(values.shape) - 1)
+        values = tf.pad(values, padding)[None]
+        return tf.ensure_shape(values, [1, MAX_DETECTIONS] + values.shape[2:])
 
-            found = area >= MIN_AREA
-            count = tf.reduce_sum(tf.cast(found, tf.int32))
-            keep = tf.argsort(tf.where(found, score, -1.0), direction="DESCENDING")[:count]
+    return {
+        "detection_boxes": padded(boxes),
+        "detection_classes": padded(classes),
+        "detection_scores": padded(score),
+        "detection_masks": padded(masks),
+        "num_detections": tf.cast(count, tf.float32)[None],
+    }
 
-            def padded(values):
-                values = tf.gather(values, keep)
-                padding = [[0, MAX_DETECTIONS - count]] + [[0, 0]] * (len(values.shape) - 1)
-                values = tf.pad(values, padding)[None]
-                return tf.ensure_shape(values, [1, MAX_DETECTIONS] + values.shape[2:])
 
-            return {
-                "detection_boxes": padded(boxes),
-                "detection_classes": padded(classes),
-                "detection_scores": padded(score),
-                "detection_masks": padded(masks),
-                "num_detections": tf.cast(count, tf.float32)[None],
-            }
-
-    return StandInModel(name="mask_rcnn_standin")
+def standin_module():
+    """Return the stand-in as a ``tf.Module`` with the TF Hub Mask R-CNN's call signature."""
+    return detection.detector_module(
+        find_hues, "mask_rcnn_standin",
+        "STAND-IN for Mask R-CNN: finds vivid hues, one detection per hue; no neural network.")
 
 
 def standin_model_dir(root=None):

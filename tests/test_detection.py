@@ -185,35 +185,9 @@ def test_match_instances_pairs_best_overlaps_one_to_one():
 
 # --- Choosing and loading the model ------------------------------------------------------
 
-def test_file_urls_name_local_model_folders(tmp_path, monkeypatch):
-    folder = tmp_path / "a folder%20with spaces"
-    folder.mkdir()
-    (folder / "saved_model.pb").write_bytes(b"")
-    assert detection.model_handle(folder.as_uri()) == str(folder.resolve())
-    # A file URL naming another computer is refused, not read from this one's disk.
-    monkeypatch.delenv(detection.HANDLE_VARIABLE, raising=False)
-    with pytest.raises(ValueError, match="fileserver"):
-        detection.model_handle(f"file://fileserver{folder.as_uri()[7:]}")
-
-
 def test_notebook_3_reaches_image_loading_and_drawing_through_detection():
     assert detection.load_image is download.load_image and detection.TEST_IMAGES is download.TEST_IMAGES
     assert detection.show_detections is viz.show_detections and detection.annotate is viz.annotate
-
-def test_the_model_handle_follows_argument_variable_and_mode(monkeypatch, tmp_path):
-    monkeypatch.delenv(detection.HANDLE_VARIABLE, raising=False)
-    assert detection.model_handle(quick=False) == detection.MASK_RCNN_HANDLE
-    monkeypatch.setenv(detection.HANDLE_VARIABLE, "https://mirror.example/mask_rcnn/1")
-    assert detection.model_handle(quick=True) == "https://mirror.example/mask_rcnn/1"
-    (tmp_path / "saved_model.pb").write_bytes(b"")
-    monkeypatch.setenv(detection.HANDLE_VARIABLE, str(tmp_path))
-    assert detection.model_handle() == str(tmp_path.resolve())
-    assert detection.model_handle(tmp_path.as_uri()) == str(tmp_path.resolve())
-    assert detection.model_handle("https://tfhub.dev/x/1") == "https://tfhub.dev/x/1"
-    assert detection.model_handle("gs://bucket/mask_rcnn") == "gs://bucket/mask_rcnn"  # hub.load reads it
-    monkeypatch.setenv(detection.HANDLE_VARIABLE, str(tmp_path / "nowhere"))
-    with pytest.raises(ValueError, match="not a SavedModel folder.*COURSE_MASKRCNN_HANDLE"):
-        detection.model_handle()
 
 
 def test_the_tfhub_cache_goes_to_the_course_data_unless_set(monkeypatch, tmp_path):
@@ -231,7 +205,7 @@ def test_load_failures_say_what_to_try(tmp_path):
                                         "COURSE_MASKRCNN_HANDLE.*COURSE_QUICK=1") as error:
         with detection.explain_load_errors(handle):
             hub.load(handle)
-    assert download.offline_hint("the lab with its stand-in model") in str(error.value)
+    assert download.offline_hint("the lab with the course's small Mask R-CNN") in str(error.value)
 
 
 def test_detect_refuses_images_the_model_cannot_take():
@@ -239,3 +213,27 @@ def test_detect_refuses_images_the_model_cannot_take():
         detection.detect(lambda x: {}, np.zeros((1, 8, 8, 3), np.float32))
     with pytest.raises(ValueError, match="load_image"):
         detection.detect(lambda x: {}, np.zeros((8, 8, 3), np.uint8))
+
+
+# --- Scoring a detector on scenes with known instances ----------------------------------
+
+def test_evaluate_scores_a_detector_against_the_scenes_true_instances():
+    from helpers import standin
+
+    model = standin.standin_module()  # exact masks, faded shapes found with low scores
+    seeds = (0, 1, 2)
+    scores = detection.evaluate(model, (standin.make_scene(s) for s in seeds))
+    n_true = sum(len(standin.make_scene(s).masks) for s in seeds)
+    assert scores["scenes"] == 3 and scores["instances"] == n_true == 12
+    # Measured: every instance matched, mean mask IoU 0.991, AP 1.0 (the faded shapes' low
+    # scores rank below every true instance).
+    assert scores["matched"] == 1.0 and scores["matched_mask_iou"] >= 0.98, scores
+    assert scores["AP50"] == 1.0 and scores["AP"] >= 0.95, scores
+
+    def wrong_class(images):  # the same masks under another COCO class
+        outputs = dict(model(images))
+        outputs["detection_classes"] = outputs["detection_classes"] * 0 + 1.0
+        return outputs
+
+    wrong = detection.evaluate(wrong_class, (standin.make_scene(s) for s in seeds))
+    assert wrong["matched"] == 0.0 and wrong["AP50"] == 0.0 and wrong["matched_mask_iou"] == 0.0

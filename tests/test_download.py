@@ -254,6 +254,20 @@ def test_a_different_url_replaces_the_cache_only_after_it_validates(http_dir, sm
     assert len(datasets.camvid_pairs(target, "train")) == 4
 
 
+def test_write_atomically_keeps_the_suffix_a_writer_needs_and_sets_the_mode(tmp_path):
+    names = []
+
+    def write(part):
+        names.append(part.name)
+        part.write_text("weights")
+
+    path = download.write_atomically(tmp_path / "a.weights.h5", write, suffix=".weights.h5",
+                                     mode=0o644)
+    assert names[0].endswith(".weights.h5") and names[0] != "a.weights.h5"  # a temporary name
+    assert path.read_text() == "weights" and path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.weights.h5"]
+
+
 def test_generated_archives_leave_nothing_when_the_writer_fails(tmp_path):
     def broken_writer(path):
         path.write_bytes(b"half")

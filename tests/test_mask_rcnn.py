@@ -1,4 +1,5 @@
-"""The small Mask R-CNN (helpers.mask_rcnn): its parts on hand-computable cases, its export, its weights."""
+"""The small Mask R-CNN (helpers.mask_rcnn, helpers.mask_rcnn_export): its parts on hand-computable
+cases, its export, its weights, its command line."""
 
 import json
 
@@ -7,7 +8,7 @@ import pytest
 import keras
 import tensorflow as tf
 
-from helpers import coco, mask_rcnn, scenes, standin
+from helpers import coco, detection, mask_rcnn, mask_rcnn_export, scenes, standin
 from helpers.mask_rcnn import box_iou, decode_boxes, encode_boxes
 
 
@@ -22,6 +23,39 @@ def untrained():
 def trained():
     """The SmallMaskRCNN with the shipped weights."""
     return mask_rcnn.load_model()
+
+
+def _helpers_imported_by(module):
+    """The helpers modules that ``module`` imports, at its top or inside functions."""
+    import ast
+
+    tree = ast.parse((mask_rcnn.Path(mask_rcnn.__file__).parent / f"{module}.py").read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "helpers":
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("helpers."):
+            names.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("helpers.")}
+    return names
+
+
+def test_imports_run_one_way_from_the_export_down_to_the_model():
+    # The model is the reference a learner reads: it knows nothing of TF Hub, export or scoring.
+    assert _helpers_imported_by("mask_rcnn") == {"download", "scenes"}
+    for below in ("detection", "standin", "scenes", "coco", "download"):
+        assert not _helpers_imported_by(below) & {"mask_rcnn", "mask_rcnn_export"}, below
+    assert {"mask_rcnn", "detection"} <= _helpers_imported_by("mask_rcnn_export")
+    # And no circle anywhere in helpers, however long.
+    modules = [p.stem for p in mask_rcnn.Path(mask_rcnn.__file__).parent.glob("*.py")]
+    graph = {m: _helpers_imported_by(m) for m in modules}
+
+    def reaches(start, goal, seen=()):
+        return any(d == goal or (d not in seen and reaches(d, goal, (*seen, d)))
+                   for d in graph.get(start, ()))
+
+    assert [m for m in modules if reaches(m, m)] == []
 
 
 # ---------------------------------------------------------------- anchors and boxes
@@ -45,6 +79,16 @@ def test_the_model_has_as_many_anchors_as_rpn_outputs(untrained):
     logits, deltas = untrained.rpn(untrained.features(np.zeros((1, 128, 128, 3), np.uint8)))
     assert logits.shape == (1, 16 * 16 * 9) and deltas.shape == (1, 16 * 16 * 9, 4)
     assert untrained.anchors.shape == (16 * 16 * 9, 4)
+
+
+def test_the_model_is_called_like_any_keras_model(trained):
+    images = np.stack([scenes.make_scene(seed).image for seed in scenes.TEST_SEEDS[:2]])
+    called, detected = trained(images), trained.detect(images)
+    assert sorted(called) == ["boxes", "count", "labels", "masks", "scores"]
+    for key in called:
+        np.testing.assert_array_equal(called[key].numpy(), detected[key].numpy(), err_msg=key)
+    assert called["masks"].shape == (2, mask_rcnn.MAX_DETECTIONS, 28, 28)
+    assert (called["count"].numpy() >= 2).all()  # every scene holds at least two shapes
 
 
 def test_box_iou_by_hand():
@@ -120,8 +164,9 @@ def test_roi_targets_add_the_true_boxes_and_label_positives():
     assert weight.sum() == 4 and roi_labels[3] == 0 and not positive[3:].any()
 
 
-def test_roi_align_samples_bin_centres_of_a_known_feature_map():
-    # A 8x8 feature map whose value is its row index: a bin's average is its centre's row.
+def test_roi_align_averages_samples_inside_each_bin_of_a_known_feature_map():
+    # A 8x8 feature map whose value is its row index: each bin's 2x2 samples sit symmetrically
+    # about its centre, so their average is the centre's row.
     rows = np.broadcast_to(np.arange(8, dtype=np.float32)[:, None, None], (8, 8, 1))[None]
     # The box covers cells 2..5 (edges at 2/8 and 6/8): four bins, centred on cells 2, 3, 4, 5.
     crops = mask_rcnn.roi_align(rows, [[2 / 8, 0.0, 6 / 8, 1.0]], [0], output_size=4)
@@ -152,16 +197,14 @@ def test_exported_boxes_and_masks_paste_back_onto_the_true_masks():
     # True masks cut out as the mask head learns them, turned into the TF Hub format as the
     # export does, and pasted back by the lab's reframe_box_masks, must give the masks again.
     # (Measured: mean IoU 0.989; 0.969 when the export ignored reframe_box_masks' convention.)
-    from helpers import detection
-
     ious = []
     for seed in scenes.TEST_SEEDS[:5]:
         scene = scenes.make_scene(seed)
         boxes = scene.boxes[None]
         targets = mask_rcnn.mask_targets(scene.masks[None].astype(np.uint8), boxes,
                                          [list(range(len(scene.masks)))]).numpy()[0]
-        box_masks = mask_rcnn.to_corner_masks(tf.constant(targets)).numpy()
-        hub_boxes = mask_rcnn.to_centre_boxes(boxes[0], [128, 128]).numpy()
+        box_masks = mask_rcnn_export.to_corner_masks(tf.constant(targets)).numpy()
+        hub_boxes = mask_rcnn_export.to_centre_boxes(boxes[0], [128, 128]).numpy()
         pasted = detection.reframe_box_masks(box_masks, hub_boxes, 128, 128) > 0.5
         pairs, found = detection.match_instances(pasted, scene.masks)
         assert (pairs == np.arange(len(scene.masks))).all()
@@ -202,7 +245,7 @@ def _spec(outputs):
 
 def test_export_has_the_tf_hub_signature_that_notebook_3_reads(untrained):
     image = tf.constant(scenes.make_scene(5, size=200).image[None])
-    small = mask_rcnn.hub_module(untrained)(image)
+    small = mask_rcnn_export.hub_module(untrained)(image)
     # The stand-in reproduces the TF Hub model's keys, dtypes and shapes (tests/test_standin.py).
     reference = standin.standin_module()(image)
     assert _spec(small) == _spec(reference)
@@ -213,7 +256,7 @@ def test_export_has_the_tf_hub_signature_that_notebook_3_reads(untrained):
 
 
 def test_the_export_takes_any_photo_shape_and_returns_well_formed_detections(trained):
-    module = mask_rcnn.hub_module(trained)
+    module = mask_rcnn_export.hub_module(trained)
     scene = scenes.make_scene(scenes.TEST_SEEDS[3], size=256)
     wide = np.concatenate([scene.image, scene.image[:, :120]], 1)  # 256x376, squashed inside
     for image in (wide, scene.image[:10, :10], np.zeros((50, 80, 3), np.uint8)):
@@ -228,13 +271,30 @@ def test_the_export_takes_any_photo_shape_and_returns_well_formed_detections(tra
 
 def test_the_shipped_weights_load_and_find_the_instances_of_a_test_scene(trained):
     scene = scenes.make_scene(scenes.TEST_SEEDS[0])
-    from helpers import detection
-
-    outputs = detection.detect(mask_rcnn.hub_module(trained), scene.image[None])
+    outputs = detection.detect(mask_rcnn_export.hub_module(trained), scene.image[None])
     found = detection.filter_detections(outputs, scene.image.shape[:2], 0.5, 0.5)
     pairs, ious = detection.match_instances(found.masks, scene.masks)
     assert (pairs >= 0).all(), (pairs, ious)
     assert (found.class_ids[pairs] == scene.class_ids).all()
+
+
+def test_saved_weights_load_back_and_a_failed_save_leaves_nothing(untrained, tmp_path):
+    path = mask_rcnn.save_weights(untrained, tmp_path / "small.weights.h5")
+    assert [p.name for p in tmp_path.iterdir()] == ["small.weights.h5"]
+    assert path.stat().st_mode & 0o777 == 0o644  # shipped files are readable by all
+    loaded = mask_rcnn.load_model(path)
+    for mine, theirs in zip(untrained.weights, loaded.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+
+    class FullDisk:
+        def save_weights(self, filepath):
+            assert filepath.endswith(".weights.h5")  # Keras insists on it
+            open(filepath, "wb").write(b"half a file")
+            raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        mask_rcnn.save_weights(FullDisk(), tmp_path / "other.weights.h5")
+    assert [p.name for p in tmp_path.iterdir()] == ["small.weights.h5"]
 
 
 def test_the_shipped_weights_are_the_ones_their_record_describes():
@@ -255,7 +315,7 @@ def test_bad_weights_name_the_file_and_the_command_that_rebuilds_them(tmp_path, 
         mask_rcnn.load_model(path)
     assert str(path) in str(error.value) and mask_rcnn.TRAIN_COMMAND in str(error.value)
     with pytest.raises(mask_rcnn.WeightsError):
-        mask_rcnn.saved_model_dir(path, root=tmp_path / "models")
+        mask_rcnn_export.saved_model_dir(path, root=tmp_path / "models")
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
 
 
@@ -286,26 +346,72 @@ def test_mask_ap_by_hand():
     assert coco.mask_ap(truth, extra)["AP50"] == pytest.approx(0.75)
 
 
+def test_mask_ap_takes_images_with_neither_truths_nor_detections_as_plain_lists():
+    truth = [([37], _square(0, 0, 10)[None])]
+    found = [([37], [0.9], _square(0, 0, 10)[None])]
+    assert coco.mask_ap(truth, found) == pytest.approx({"AP": 1.0, "AP50": 1.0, "AP75": 1.0})
+    # An image with nothing in it, and nothing found, changes nothing.
+    assert coco.mask_ap(truth + [([], [])], found + [([], [], [])]) == coco.mask_ap(truth, found)
+    # A confident detection on an empty image is a false positive: precision 1/2 at full recall.
+    false_positive = ([37], [0.95], _square(5, 5, 10)[None])
+    assert coco.mask_ap(truth + [([], [])], found + [false_positive])["AP50"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="2 detected classes and 1 scores for 1 masks"):
+        coco.mask_ap(truth, [([37, 72], [0.9], _square(0, 0, 10)[None])])
+
+
 # ---------------------------------------------------------------- in notebook 3
+
+def test_file_urls_name_local_model_folders(tmp_path, monkeypatch):
+    folder = tmp_path / "a folder%20with spaces"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(b"")
+    assert mask_rcnn_export.model_handle(folder.as_uri()) == str(folder.resolve())
+    # A file URL naming another computer is refused, not read from this one's disk.
+    monkeypatch.delenv(detection.HANDLE_VARIABLE, raising=False)
+    with pytest.raises(ValueError, match="fileserver"):
+        mask_rcnn_export.model_handle(f"file://fileserver{folder.as_uri()[7:]}")
+
+
+def test_the_model_handle_follows_argument_variable_and_mode(monkeypatch, tmp_path):
+    monkeypatch.delenv(detection.HANDLE_VARIABLE, raising=False)
+    assert mask_rcnn_export.model_handle(quick=False) == detection.MASK_RCNN_HANDLE
+    monkeypatch.setenv(detection.HANDLE_VARIABLE, "https://mirror.example/mask_rcnn/1")
+    assert mask_rcnn_export.model_handle(quick=True) == "https://mirror.example/mask_rcnn/1"
+    (tmp_path / "saved_model.pb").write_bytes(b"")
+    monkeypatch.setenv(detection.HANDLE_VARIABLE, str(tmp_path))
+    assert mask_rcnn_export.model_handle() == str(tmp_path.resolve())
+    assert mask_rcnn_export.model_handle(tmp_path.as_uri()) == str(tmp_path.resolve())
+    assert mask_rcnn_export.model_handle("https://tfhub.dev/x/1") == "https://tfhub.dev/x/1"
+    assert mask_rcnn_export.model_handle("gs://bucket/mask_rcnn") == "gs://bucket/mask_rcnn"  # hub.load reads it
+    monkeypatch.setenv(detection.HANDLE_VARIABLE, str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="not a SavedModel folder.*COURSE_MASKRCNN_HANDLE"):
+        mask_rcnn_export.model_handle()
+
 
 def test_quick_mode_loads_the_small_mask_rcnn_through_tf_hub(monkeypatch):
     import tensorflow_hub as hub
 
-    from helpers import detection
-
     monkeypatch.delenv(detection.HANDLE_VARIABLE, raising=False)
-    handle = detection.model_handle(quick=True)
-    assert handle == detection.small_model_handle()
+    handle = mask_rcnn_export.model_handle(quick=True)
+    assert handle == mask_rcnn_export.small_model_handle()
     assert f"small-mask-rcnn-v{mask_rcnn.VERSION}-" in handle
     image = scenes.make_scene(scenes.TEST_SEEDS[1]).image[None]
     assert int(hub.load(handle)(tf.constant(image))["num_detections"][0]) >= 1
+
+
+def test_the_command_line_scores_the_weights_through_tf_hub_on_the_split_asked(capsys):
+    assert mask_rcnn_export.main(["evaluate", "--scenes", "3", "--split", "validation"]) == 0
+    out = capsys.readouterr().out
+    scores = json.loads(out[out.index("{"):])
+    truths = list(scenes.make_scenes(scenes.VALIDATION_SEEDS[:3]))
+    assert scores["scenes"] == 3 and scores["instances"] == sum(len(s.masks) for s in truths)
+    assert scores["AP50"] >= 0.9, scores  # measured: 1.0 on these three
 
 
 def test_a_tf_hub_model_that_cannot_be_fetched_is_a_data_error(http_dir):
     # Notebook 3 falls back to the small model on exactly this error.
     import tensorflow_hub as hub
 
-    from helpers import detection
     from helpers.download import DataError
 
     _, base_url = http_dir
@@ -320,18 +426,19 @@ def test_notebook_3_goes_on_with_the_small_model_when_tf_hub_fails(http_dir, cap
 
     import tensorflow_hub as hub
 
-    from helpers import detection, notebook_code
+    from helpers import notebook_code
     from helpers.download import DataError
 
     monkeypatch.delenv(detection.HANDLE_VARIABLE, raising=False)
     cell = next(c.source for c in notebook_code.read_notebook("03_mask_rcnn_tfhub.ipynb").cells
                 if c.cell_type == "code" and "except DataError" in c.source and "hub.load" in c.source)
     _, base_url = http_dir
-    namespace = {"detection": detection, "hub": hub, "time": time, "DataError": DataError,
+    namespace = {"detection": detection, "mask_rcnn_export": mask_rcnn_export, "hub": hub,
+                 "time": time, "DataError": DataError,
                  "scenes": scenes, "QUICK": False, "MODEL_HANDLE": f"{base_url}/moved/mask_rcnn/1"}  # answers 404
     notebook_code.define(cell, namespace)
     printed = capsys.readouterr().out
-    assert namespace["SMALL"] and namespace["handle"] == detection.small_model_handle()
+    assert namespace["SMALL"] and namespace["handle"] == mask_rcnn_export.small_model_handle()
     assert "Could not load the model" in printed and "goes on with the course's SMALL Mask R-CNN" in printed
     assert namespace["LABELS"] == scenes.LABEL_MAP
     assert int(namespace["model"](tf.constant(scenes.make_scene(1).image[None]))["num_detections"][0]) > 0
