@@ -366,10 +366,13 @@ def describe_mask_rcnn():
         levels.append({"name": key.upper(), "shape": shape, "stride": m.IMAGE_SIZE // shape[0],
                        "lateral": lateral[0] if lateral else None, "top_down": bool(set(ups) & before)})
     rpn_side = m.IMAGE_SIZE // m.ANCHOR_STRIDE
-    rpn_level = [level["name"] for level in levels if level["shape"][0] == rpn_side]
-    if len(rpn_level) != 1:
-        raise ValueError(f"no pyramid level is {rpn_side}x{rpn_side}, the anchor grid of stride "
-                         f"{m.ANCHOR_STRIDE}: the RPN must run on one")
+    rpn_level = [level["name"] for level in levels if level["name"] == m.RPN_LEVEL.upper()]
+    if len(rpn_level) != 1 or backbone.shape(outputs[m.RPN_LEVEL][0])[0] != rpn_side:
+        raise ValueError(f"the RPN's level {m.RPN_LEVEL} should be {rpn_side}x{rpn_side}, the anchor "
+                         f"grid of stride {m.ANCHOR_STRIDE}")
+    for key, head in ((m.BOX_LEVEL, model.box_head), (m.MASK_LEVEL, model.mask_head)):
+        if backbone.shape(outputs[key][0])[-1] != head.inputs[0].shape[-1]:
+            raise ValueError(f"{head.name} reads {key}, whose channels its input does not have")
     channels = model.rpn_head.inputs[0].shape[-1]
     rpn_out = _named_outputs(model.rpn_head, model.rpn_head(keras.Input((rpn_side, rpn_side, channels))))
     per_cell = len(m.ANCHOR_SIZES) * len(m.ANCHOR_RATIOS)
@@ -383,7 +386,8 @@ def describe_mask_rcnn():
                 "outputs": {key: [int(d) for d in t.shape[1:]] for key, t in rpn_out.items()},
                 "anchor_sizes": list(m.ANCHOR_SIZES), "anchor_ratios": list(m.ANCHOR_RATIOS),
                 "stride": m.ANCHOR_STRIDE, "anchors": rpn_side * rpn_side * per_cell},
-        "box_head": _head(model.box_head), "mask_head": _head(model.mask_head),
+        "box_head": {**_head(model.box_head), "level": m.BOX_LEVEL.upper()},
+        "mask_head": {**_head(model.mask_head), "level": m.MASK_LEVEL.upper()},
         "mask_size": m.MASK_SIZE, "max_detections": m.MAX_DETECTIONS,
     }
 
@@ -706,11 +710,13 @@ def draw_mask_rcnn(description):
     ya, yb, ym, xh, hw = 1.9, 2.27, 1.25, 6.05, 2.6
     top = ya + 0.5
     _box(ax, 3.3, ya, 1.96, 1.0, [("RoIAlign", "title"), ("a fixed-size crop per box", "note"),
-                                   (f"box head: {_shape_text(box['input'])}", "body"),
-                                   (f"mask head: {_shape_text(mask['input'])}", "body")], COLOURS["join"])
+                                   (f"box head: {_shape_text(box['input'])} of {box['level']}", "body"),
+                                   (f"mask head: {_shape_text(mask['input'])} of {mask['level']}", "body")],
+         COLOURS["join"])
     pyramid_bottom = row[max(rows[lv["shape"][0]] for lv in d["pyramid"])] - bh / 2
     _arrow(ax, [(xp - 0.3, pyramid_bottom), (xp - 0.3, top)])
-    _label(ax, xp - 0.37, (pyramid_bottom + top) / 2 - 0.12, "features", ha="right", colour=COLOURS["note"])
+    _label(ax, xp - 0.37, (pyramid_bottom + top) / 2 - 0.12, f"{box['level']} and {mask['level']}", ha="right",
+           colour=COLOURS["note"])
     _arrow(ax, [(8.7, ry - 0.6), (8.7, 2.84), (4.05, 2.84), (4.05, top)])
     _label(ax, 6.3, 2.94, "proposal boxes", colour=COLOURS["note"])
     _box(ax, xh, yb, hw, 0.66, [("box head", "title"), (" \u2192 ".join(_run_text(r) for r in box["layers"]), "note"),

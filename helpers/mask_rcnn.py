@@ -65,6 +65,8 @@ ANCHOR_RATIOS = (0.5, 1.0, 2.0)  # height / width
 BOX_STD = (0.1, 0.1, 0.2, 0.2)  # deltas are divided by these, so all four have similar scale
 BOX_ROI_SIZE = 7  # RoIAlign's bins for the box head, on P2
 MASK_ROI_SIZE = 14  # and for the mask head, on P1
+# The pyramid level each stage reads: fixed here (FPN picks the RoI level by box size instead).
+RPN_LEVEL, BOX_LEVEL, MASK_LEVEL = "p3", "p2", "p1"
 MASK_SIZE = 28
 MAX_DETECTIONS = 100  # padded like the TF Hub model's outputs
 
@@ -264,7 +266,7 @@ class SmallMaskRCNN(keras.Model):
 
     def rpn(self, features, training=False):
         """Return per-anchor objectness logits [B, A] and box deltas [B, A, 4]."""
-        out = self.rpn_head(features["p3"], training=training)
+        out = self.rpn_head(features[RPN_LEVEL], training=training)
         batch = tf.shape(out["logits"])[0]
         return tf.reshape(out["logits"], [batch, -1]), tf.reshape(out["deltas"], [batch, -1, 4])
 
@@ -291,14 +293,14 @@ class SmallMaskRCNN(keras.Model):
     def classify_boxes(self, features, boxes, training=False):
         """Return class logits [B, N, K + 1] and per-class deltas [B, N, K + 1, 4] of boxes."""
         batch, count = tf.shape(boxes)[0], tf.shape(boxes)[1]
-        out = self.box_head(self._crops(features["p2"], boxes, BOX_ROI_SIZE), training=training)
+        out = self.box_head(self._crops(features[BOX_LEVEL], boxes, BOX_ROI_SIZE), training=training)
         return (tf.reshape(out["logits"], [batch, count, NUM_CLASSES + 1]),
                 tf.reshape(out["deltas"], [batch, count, NUM_CLASSES + 1, 4]))
 
     def mask_logits(self, features, boxes, training=False):
         """Return mask logits [B, N, 28, 28, K] for boxes [B, N, 4]."""
         batch, count = tf.shape(boxes)[0], tf.shape(boxes)[1]
-        out = self.mask_head(self._crops(features["p1"], boxes, MASK_ROI_SIZE), training=training)
+        out = self.mask_head(self._crops(features[MASK_LEVEL], boxes, MASK_ROI_SIZE), training=training)
         return tf.reshape(out, [batch, count, MASK_SIZE, MASK_SIZE, NUM_CLASSES])
 
     def detect(self, images, score_threshold=0.05, iou_threshold=0.5):
