@@ -96,6 +96,10 @@ def test_mask_rcnn_stages_follow_its_constants(small_rcnn):
     channels = {p["shape"][-1] for p in d["pyramid"]}
     assert d["box_head"]["input"][:2] == [mask_rcnn.BOX_ROI_SIZE] * 2 and d["box_head"]["input"][2] in channels
     assert d["mask_head"]["input"][:2] == [mask_rcnn.MASK_ROI_SIZE] * 2 and d["mask_head"]["input"][2] in channels
+    # Fixed RoI levels: the box head crops P2 (48 channels), the mask head P1 (24).
+    assert (d["box_head"]["level"], d["mask_head"]["level"]) == ("P2", "P1")
+    levels = {p["name"]: p["shape"] for p in d["pyramid"]}
+    assert (levels["P2"][-1], levels["P1"][-1]) == (d["box_head"]["input"][2], d["mask_head"]["input"][2])
     k = mask_rcnn.NUM_CLASSES
     assert d["box_head"]["outputs"] == {"logits": [k + 1], "deltas": [k + 1, 4]}
     assert list(d["mask_head"]["outputs"].values()) == [[mask_rcnn.MASK_SIZE, mask_rcnn.MASK_SIZE, k]]
