@@ -1,6 +1,6 @@
 """Benchmark 6: notebook 2's U-Net trained with cross-entropy and with the Dice loss, across seeds.
 
-    python -m benchmarks.unet_losses                       # quick mode's data and budget, seeds 1-3
+    python -m benchmarks.unet_losses                       # quick mode's data and budget, 5 seeds
     python -m benchmarks.unet_losses --seeds 1 2 3 4 5 --epochs 6
     python -m benchmarks.unet_losses --size 128 128 --filters 32 --epochs 5   # bigger, slower
 
@@ -29,25 +29,35 @@ def loss_function(name):
     return {"ce": "sparse_categorical_crossentropy", "dice": metrics.dice_loss}[name]
 
 
-def train_and_score(loss, seed, splits, params):
-    """Train the notebook's U-Net with one loss from one seed; return its test scores and times.
+def pipelines(splits, params, seed):
+    """Return the (train, validation, test) batches of one run, seeded as the notebook seeds them.
 
     ``splits`` holds pets elements (dictionaries with ``image`` and ``segmentation_mask``) under
     "train", "val" and "test"; ``params`` the notebook's parameters.
     """
     import keras
 
-    from benchmarks import common
-    from helpers import datasets, metrics
+    from helpers import datasets
 
-    size, batch = tuple(params["IMAGE_SIZE"]), params["BATCH_SIZE"]
     # TensorFlow combines the global seed with each shuffle's and flip's own: set it first, so
     # every loss sees the same batches, as in the notebook.
     keras.utils.set_random_seed(seed)
-    train, val, test = (datasets.make_pets_dataset(splits[name], size, batch, shuffle=name == "train",
-                                                   augment=name == "train" and params["AUGMENT"],
-                                                   seed=seed)
-                        for name in ("train", "val", "test"))
+    size, batch = tuple(params["IMAGE_SIZE"]), params["BATCH_SIZE"]
+    return tuple(datasets.make_pets_dataset(splits[name], size, batch, shuffle=name == "train",
+                                            augment=name == "train" and params["AUGMENT"],
+                                            seed=seed)
+                 for name in ("train", "val", "test"))
+
+
+def train_and_score(loss, seed, splits, params):
+    """Train the notebook's U-Net with one loss from one seed; return its test scores and times."""
+    import keras
+
+    from benchmarks import common
+    from helpers import metrics
+
+    size = tuple(params["IMAGE_SIZE"])
+    train, val, test = pipelines(splits, params, seed)
     unet = common.notebook_function("02_unet_pets.ipynb", "unet")
     keras.utils.set_random_seed(seed)  # the same starting weights for every loss
     model = unet((*size, 3), 3, params["BASE_FILTERS"], params["DEPTH"], params["DROPOUT"])
@@ -117,7 +127,7 @@ def report(results, params, class_names=("pet", "background", "outline")):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=LOSSES)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 42])
     parser.add_argument("--epochs", type=int, help="default: the notebook's quick-mode EPOCHS")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                         help="default: the notebook's quick-mode IMAGE_SIZE")
