@@ -225,3 +225,94 @@ def prediction_browser(images, predictions, truths, class_names):
     slider.observe(update, "value")
     update()
     return widgets.VBox([slider, picture])
+
+
+def _class_legend(fig, class_names):
+    """Put the class colours with their names in one row below a figure's panels."""
+    from matplotlib.patches import Patch
+
+    colours = palette(len(class_names)) / 255.0
+    handles = [Patch(color=c, label=n) for c, n in zip(colours, class_names)]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(6, len(handles)), frameon=False)
+
+
+def prediction_grid(images, truths, predictions, class_names, row_titles=None):
+    """Draw one row per image: image | ground truth | each model's prediction, with a legend.
+
+    ``predictions`` maps a model's name to its label maps, one per image. Each prediction is
+    titled with that image's mean IoU. A static figure, so it shows wherever the notebook is
+    read (GitHub, nbviewer, a PDF), unlike ``prediction_browser``'s slider. Used in notebook 2
+    (its test predictions, then cross-entropy against the Dice loss). Return the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    n_classes = len(class_names)
+    if not len(images) == len(truths) > 0 or any(len(p) != len(images) for p in predictions.values()):
+        raise ValueError(f"Need at least one image, and a truth and a prediction of every model for "
+                         f"each: got {len(images)} images, {len(truths)} truths, "
+                         f"{ {name: len(p) for name, p in predictions.items()} } predictions.")
+    columns = 2 + len(predictions)
+    fig, axes = plt.subplots(len(images), columns, figsize=(2.6 * columns, 2.7 * len(images)),
+                             squeeze=False)
+    for row, (image, truth) in enumerate(zip(images, truths)):
+        truth = _label_map(truth)
+        panels = [("image", to_uint8(image)), ("ground truth", colorize(truth, n_classes))]
+        for name, labels in predictions.items():
+            score = metrics.segmentation_scores(truth, _label_map(labels[row]), n_classes).mean_iou
+            panels.append((f"{name}\nmean IoU {score:.2f}", colorize(labels[row], n_classes)))
+        for ax, (title, picture) in zip(axes[row], panels):
+            ax.imshow(picture)
+            ax.set_title(title, fontsize=10)
+            ax.axis("off")
+        if row_titles is not None:
+            axes[row, 0].text(-0.08, 0.5, row_titles[row], transform=axes[row, 0].transAxes,
+                              rotation=90, ha="right", va="center", fontsize=10)
+    fig.tight_layout()
+    _class_legend(fig, class_names)
+    return fig
+
+
+def epoch_predictions(image, truth, class_names, folder=None, show=True):
+    """Return a Keras callback that draws the model's prediction of one image after every epoch.
+
+    Taught in notebook 2 ("watch it learn"), as the TensorFlow segmentation tutorial does: the
+    same validation image each epoch, drawn as image | prediction | ground truth (its mean IoU
+    in the title, the classes in a legend), so a static render of the notebook keeps every
+    epoch's picture. With ``folder`` each epoch's figure is also written to
+    ``folder/epoch_NN.png``. The callback keeps each epoch's label map in ``.predictions``, its
+    ``metrics.Scores`` in ``.scores`` and the files written in ``.paths``.
+    """
+    from pathlib import Path
+
+    import keras
+    import matplotlib.pyplot as plt
+
+    image, truth = np.asarray(image), _label_map(truth)
+    if image.ndim != 3 or image.shape[:2] != truth.shape:
+        raise ValueError(f"Need one image (H, W, channels) and its label map (H, W); got image "
+                         f"{image.shape} and label map {truth.shape}.")
+    metrics.check_labels(truth, len(class_names), "label map")
+    folder = None if folder is None else Path(folder)
+
+    class EpochPredictions(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.predictions, self.scores, self.paths = [], [], []
+
+        def on_epoch_end(self, epoch, logs=None):
+            prediction = metrics.predict_labels(self.model, image[None])[0]
+            fig, scores = panels_figure(image, prediction, truth, class_names,
+                                        title=f"after epoch {epoch + 1}")
+            _class_legend(fig, class_names)
+            self.predictions.append(prediction)
+            self.scores.append(scores)
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                self.paths.append(folder / f"epoch_{epoch + 1:02d}.png")
+                fig.savefig(self.paths[-1], bbox_inches="tight")
+            if show:
+                plt.show()
+            plt.close(fig)
+
+    return EpochPredictions()
