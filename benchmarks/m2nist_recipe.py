@@ -115,13 +115,21 @@ def notebook_recipe(quick=False):
 
 def notebook_functions():
     """Return the solution notebook's exercise functions and schedule, defined from its cells."""
+    import ast
+
     from helpers import notebook_code
 
-    cells = notebook_code.function_cells(notebook_code.read_notebook(SOLUTION))
+    nb = notebook_code.read_notebook(SOLUTION)
+    cells = notebook_code.function_cells(nb)
     missing = [name for name in NOTEBOOK_FUNCTIONS if name not in cells]
     if missing:
         raise LookupError(f"{SOLUTION} defines no {', '.join(missing)}")
-    namespace = notebook_code.define("\n\n".join(dict.fromkeys(cells[n] for n in NOTEBOOK_FUNCTIONS)))
+    # The notebook's own imports cell first (np, m2nist, ...), then the functions' cells.
+    imports = next(c.source for c in nb.cells if c.cell_type == "code" and "from helpers import" in c.source
+                   and all(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.parse(c.source).body))
+    namespace = notebook_code.define(imports, {}, f"{SOLUTION}:imports")
+    source = "\n\n".join(dict.fromkeys(cells[n] for n in NOTEBOOK_FUNCTIONS))
+    notebook_code.define(source, namespace, f"{SOLUTION}:functions")
     return {name: namespace[name] for name in NOTEBOOK_FUNCTIONS}
 
 
@@ -138,13 +146,16 @@ def kept_by_early_stopping(val_scores, patience):
     return best
 
 
-def train(splits, recipe, epochs, seed=42, train_count=None, log=print):
-    """Train notebook 4's FCN-8 with ``recipe``; return one dict of figures per epoch."""
+def train(splits, recipe, epochs, seed=42, train_count=None, log=print, functions=None):
+    """Train notebook 4's FCN-8 with ``recipe``; return one dict of figures per epoch.
+
+    ``functions``: stand-ins for the notebook's (``NOTEBOOK_FUNCTIONS``), for a quick test.
+    """
     import keras
 
     from helpers import grading, m2nist, metrics
 
-    fns = notebook_functions()
+    fns = functions or notebook_functions()
     images, labels = splits["train"]
     if train_count:
         images, labels = images[:train_count], labels[:train_count]
