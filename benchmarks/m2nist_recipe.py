@@ -146,10 +146,11 @@ def kept_by_early_stopping(val_scores, patience):
     return best
 
 
-def train(splits, recipe, epochs, seed=42, train_count=None, log=print, functions=None):
+def train(splits, recipe, epochs, seed=42, train_count=None, log=print, functions=None, save=None):
     """Train notebook 4's FCN-8 with ``recipe``; return one dict of figures per epoch.
 
     ``functions``: stand-ins for the notebook's (``NOTEBOOK_FUNCTIONS``), for a quick test.
+    ``save``: a ``.keras`` path for the model after the last epoch.
     """
     import keras
 
@@ -187,6 +188,8 @@ def train(splits, recipe, epochs, seed=42, train_count=None, log=print, function
             log(json.dumps(curve[-1]))
 
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[Record()], verbose=0)
+    if save:
+        model.save(save)
     return curve
 
 
@@ -218,6 +221,7 @@ def main(argv=None):
     run.add_argument("--train-count", type=int, default=None, help="train on the first N images")
     run.add_argument("--seed", type=int, default=42)
     run.add_argument("--json", help="write the recipe, the curve and its summary here")
+    run.add_argument("--save", help="save the model after the last epoch to this .keras file")
     for flag, knob in KNOBS.items():
         run.add_argument(f"--{flag}", type=float, default=None, help=f"override {knob}")
     args = parser.parse_args(argv)
@@ -244,7 +248,7 @@ def main(argv=None):
     print(f"{common.machine()}\nrecipe {args.recipe}: {json.dumps(recipe)}, {epochs} epochs, "
           f"{args.train_count or len(splits['train'][0])} training images")
     start = time.perf_counter()
-    curve = train(splits, recipe, epochs, args.seed, args.train_count)
+    curve = train(splits, recipe, epochs, args.seed, args.train_count, save=args.save)
     result = {"machine": common.machine(), "archive": Path(args.archive).name, "recipe": recipe,
               "recipe_name": args.recipe, "seed": args.seed, "train_count": args.train_count,
               "seconds": round(time.perf_counter() - start), "curve": curve,
