@@ -108,18 +108,35 @@ def scale_images(images):
     return (np.asarray(images, np.float32)[..., None] / 127.5 - 1.0)
 
 
-def pixel_weights(labels, digit_weight):
-    """Weight each digit pixel ``digit_weight`` times a background pixel."""
-    return np.where(np.asarray(labels) == BACKGROUND, 1.0, float(digit_weight)).astype(np.float32)
+def _check_weights(weights, labels):
+    """Return per-pixel loss weights as float32 after checking they fit ``labels``."""
+    weights = np.asarray(weights)
+    if weights.shape != np.shape(labels):
+        raise ValueError(f"The weights have shape {weights.shape} and the labels {np.shape(labels)}: "
+                         "give one weight per pixel, in an array shaped like the labels.")
+    if not (np.issubdtype(weights.dtype, np.number) or weights.dtype == bool):
+        raise ValueError(f"The weights hold {weights.dtype}, not numbers.")
+    weights = weights.astype(np.float32)
+    if weights.size and not (np.isfinite(weights).all() and weights.min() >= 0):
+        raise ValueError("The weights must be finite and not negative "
+                         f"(found {np.nanmin(weights)}..{np.nanmax(weights)}).")
+    if weights.size and not weights.any():
+        raise ValueError("Every weight is 0: no pixel would count in the loss.")
+    return weights
 
 
-def make_m2nist_dataset(images, labels, batch_size, shuffle=False, digit_weight=None, seed=0):
-    """Return a batched tf.data pipeline of (scaled image, label[, per-pixel weight])."""
+def make_m2nist_dataset(images, labels, batch_size, shuffle=False, weights=None, seed=0):
+    """Return a batched tf.data pipeline of (scaled image, label[, per-pixel weight]).
+
+    ``weights``, one loss weight per pixel shaped like ``labels``, is what notebook 4's
+    learner computes from the labels (its first exercise); Keras multiplies each pixel's
+    loss by it. Without it the batches are (image, label).
+    """
     import tensorflow as tf
 
     arrays = (scale_images(images), np.asarray(labels, np.int32))
-    if digit_weight is not None:
-        arrays += (pixel_weights(labels, digit_weight),)
+    if weights is not None:
+        arrays += (_check_weights(weights, labels),)
     ds = tf.data.Dataset.from_tensor_slices(arrays)
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)

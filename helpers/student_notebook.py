@@ -4,10 +4,12 @@
     python -m helpers.student_notebook --check   # exit 1 if the committed copy is stale
 
 The solution (``notebooks/solutions/04_m2nist_assignment_solution.ipynb``) is the one
-source. In the student copy, every statement between ``### START CODE HERE ###`` and
-``### END CODE HERE ###`` becomes a placeholder (``x = None``; a call keeps its keyword
-names with ``None`` values), cells tagged ``solution-only`` are dropped, outputs are
-cleared, and links and the title point at the student notebook.
+source. In the student copy, everything between ``### START CODE HERE ###`` and
+``### END CODE HERE ###`` becomes one placeholder that shows nothing of the answer, not even
+its length, as nbgrader does: ``# YOUR CODE HERE`` and ``raise NotImplementedError()`` inside
+a function; outside one, where later cells read the names the solution assigns,
+``# YOUR CODE HERE`` and ``name = other = None``. Cells tagged ``solution-only`` are dropped,
+outputs are cleared, and links and the title point at the student notebook.
 """
 
 import argparse
@@ -21,53 +23,61 @@ from helpers.run_notebooks import CHECK_MARK, NOTEBOOKS_DIR
 SOLUTION = NOTEBOOKS_DIR / "solutions" / "04_m2nist_assignment_solution.ipynb"
 STUDENT = NOTEBOOKS_DIR / "04_m2nist_assignment.ipynb"
 TITLE_SUFFIX = " (solution)"
+YOUR_CODE = "# YOUR CODE HERE"
+NOT_IMPLEMENTED = "raise NotImplementedError()"
 
 
-def _placeholder(node, lines):
-    """Return the placeholder source for one solution statement."""
-    indent = lines[node.lineno - 1][: node.col_offset]
-    if isinstance(node, ast.Assign):
-        targets = " = ".join(ast.unparse(t) for t in node.targets)
-        return f"{indent}{targets} = None"
-    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
-        call = node.value
-        args = ["None"] * len(call.args) + [f"{k.arg}=None" for k in call.keywords if k.arg]
-        return f"{indent}{ast.unparse(call.func)}({', '.join(args)})"
-    raise ValueError(f"line {node.lineno}: a solution between the markers must be assignments "
-                     f"or calls, not {type(node).__name__}: {ast.unparse(node)[:60]}")
+def _assigned_names(statements):
+    """Return the names the statements assign at their own level, in order, each once."""
+    names = []
+    for node in statements:
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else [])
+        for target in targets:
+            for leaf in ast.walk(target):
+                if isinstance(leaf, ast.Name) and leaf.id not in names:
+                    names.append(leaf.id)
+    return names
+
+
+def _placeholder(tree, start, end, indent):
+    """Return the placeholder lines for the block between marker lines ``start`` and ``end``."""
+    inside = [n for n in ast.walk(tree) if isinstance(n, ast.stmt)
+              and start < n.lineno and n.end_lineno < end]
+    if not inside:
+        raise ValueError(f"no solution code between the markers at line {start}")
+    crossing = [n for n in ast.walk(tree) if isinstance(n, ast.stmt) and not isinstance(
+        n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.With, ast.AsyncWith))
+        and n.lineno < start < n.end_lineno]
+    if crossing:
+        raise ValueError(f"line {start}: a marker sits inside a statement; put the markers "
+                         "around whole statements")
+    last = max(n.end_lineno for n in inside)
+    in_function = any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                      and n.lineno < start and last <= n.end_lineno for n in ast.walk(tree))
+    if in_function:
+        return [indent + YOUR_CODE, indent + NOT_IMPLEMENTED]
+    outermost = [n for n in inside if not any(
+        o is not n and o.lineno <= n.lineno and n.end_lineno <= o.end_lineno for o in inside)]
+    names = _assigned_names(outermost)
+    if not names:
+        raise ValueError(f"line {start}: outside a function, the code between the markers "
+                         "must assign the names that later cells use")
+    return [indent + YOUR_CODE, indent + " = ".join(names) + " = None"]
 
 
 def blank_exercises(source):
-    """Replace each solution statement between the code markers with its placeholder."""
+    """Replace the code between each pair of markers with its placeholder."""
     lines = source.split("\n")
-    blocks = marked_blocks(source)
     tree = ast.parse(source)
-    replacements = {}
-    for start, end in blocks:
-        inside = [n for n in ast.walk(tree) if isinstance(n, ast.stmt)
-                  and start < n.lineno and n.end_lineno < end]
-        def span(node):
-            return (node.lineno, node.col_offset), (node.end_lineno, node.end_col_offset)
-
-        outermost = [n for n in inside if not any(
-            o is not n and span(o)[0] <= span(n)[0] and span(n)[1] <= span(o)[1] for o in inside)]
-        lines_used = [n.lineno for n in outermost]
-        if len(set(lines_used)) != len(lines_used):
-            raise ValueError(f"line {start + 1}: put each solution statement on its own line")
-        if not outermost:
-            raise ValueError(f"no solution code between the markers at line {start}")
-        for node in outermost:
-            replacements[node.lineno] = (node.end_lineno, _placeholder(node, lines))
-    out, i = [], 1
-    while i <= len(lines):
-        if i in replacements:
-            last, text = replacements[i]
-            out.append(text)
-            i = last + 1
-        else:
-            out.append(lines[i - 1])
-            i += 1
-    return "\n".join(out)
+    out, done = [], 0  # ``done``: lines already copied
+    for start, end in marked_blocks(source):
+        marker = lines[start - 1]
+        indent = marker[: len(marker) - len(marker.lstrip())]
+        out += lines[done:start]  # up to and including the START marker
+        out += _placeholder(tree, start, end, indent)
+        done = end - 1  # the END marker is copied next
+    return "\n".join(out + lines[done:])
 
 
 def student_version(solution):

