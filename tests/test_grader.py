@@ -343,3 +343,18 @@ def test_the_grader_is_a_package_of_its_own_that_the_notebook_does_not_need():
     # What notebook 4 calls stays in helpers.grading.
     for name in ("score_model", "grade", "passed", "PASS_MARK", "grade_file", "main"):
         assert hasattr(grading, name)
+
+
+def test_the_grading_benchmark_builds_a_class_of_distinct_canvas_named_files(tmp_path):
+    from benchmarks import grading as benchmark
+
+    paths = benchmark.build_class(tmp_path / "class", 3)
+    assert len({download.sha256_file(p) for p in paths}) == 3  # distinct files
+    assert [s.student.key for s in identity.submissions(tmp_path / "class", paths)] == [
+        "canvas:10000", "canvas:10001", "canvas:10002"]
+    run = {"jobs": 2, "wall_s": 30.0, "cpu_s": 50.0, "peak_rss_mib": 900.0, "worker_s_per_file": 0.5,
+           "workers": 2, "worker_data_growth_mib": 20.0, "files_per_worker": 10,
+           "verdicts": {"a": ("fail", 1.0, "")}}
+    text = benchmark.report([run, {**run, "jobs": 1}], (8.0, 9.0), 20, "small")
+    assert "Same verdicts with every --jobs value: yes" in text
+    assert "a class of 200 in <= 300 s on 2 cores: met (300 s extrapolated" in text

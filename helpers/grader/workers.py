@@ -90,6 +90,7 @@ class Worker:
     """One grading process and the pipes to it (used by Pool)."""
 
     def __init__(self, pool, number):
+        self.number = number
         self.scratch = pool.scratch / f"worker-{number}"
         self.scratch.mkdir()
         self.log = open(self.scratch / "output", "w+b")
@@ -258,7 +259,8 @@ class Pool:
         worker.graded += 1
         report = scoring.Report(**message["report"])
         resources = message.get("resources", {})
-        report.resources = {**resources, "worker_files_before": worker.graded - 1}
+        report.resources = {**resources, "worker": worker.number,
+                            "worker_files_before": worker.graded - 1}
         if resources.get("seconds", 0) > self.timeout:  # by the worker's clock, not the pipe's
             report = scoring.Report(task.name, "invalid", resources=report.resources,
                                     message=f"grading took longer than {self.timeout:g} s")
