@@ -293,7 +293,9 @@ def test_a_folder_is_graded_into_a_csv_with_one_row_per_submission(
     # need gigabytes: its grading runs out of the memory limit, and the rest carry on.
     (folder / "mallory.keras").write_bytes(bombs["weights"].read_bytes())
     (folder / "oscar.keras").write_bytes(bombs["activations"].read_bytes())
-    done = grade_cli(folder, "--memory-limit", 1.5)
+    # One worker: oscar, last, runs out of memory in a worker that graded others, and is
+    # graded again in a fresh one.
+    done = grade_cli(folder, "--memory-limit", 1.5, "--jobs", 1)
     assert done.returncode == 0, done.stdout + done.stderr
     assert not lambda_model[1].exists()
     with open(folder / "grades.csv") as f:
@@ -309,9 +311,12 @@ def test_a_folder_is_graded_into_a_csv_with_one_row_per_submission(
         "(the grader's --memory-limit)")
     verdicts = {v["submission"]: v for v in json.loads((folder / "grades.json").read_text())}
     assert len(verdicts) == 6
-    # A memory verdict comes from a worker that had graded nothing before (the file is
-    # graded again in a fresh one if it ran out in a worker that had).
+    # A memory verdict comes from a worker that had graded nothing before.
+    assert verdicts["mallory.keras"]["resources"]["worker_files_before"] == 2
     assert verdicts["oscar.keras"]["resources"]["worker_files_before"] == 0
+    # Ended early: the worker oscar ran out of memory in, and the fresh one it ran out in again.
+    assert "Workers ended early (a timeout, a crash, out of memory or grown too large) and " \
+           "replaced: 2." in done.stdout
     with open(folder / "students.csv") as f:
         students = {row["student"]: row for row in csv.DictReader(f)}
     assert {k: (v["status"], v["files"]) for k, v in students.items()} == {
@@ -740,9 +745,9 @@ def lms_class(folder, good, untrained):
         # one; a file handed in twice gets -1; one name, two students: told apart by id.
         "smithjane_12345_90001_model.keras": ("canvas:12345", good),
         "smithjane_12345_90002_model-1.keras": ("canvas:12345", untrained),
-        "doejohn_LATE_23456_90003_m2nist_fcn.keras": ("canvas:23456", untrained),
+        "doejohn_LATE_23456_90003_m2nist_fcn.keras": ("canvas:23456", b"PK\x03\x04 truncated"),
         "leeanna_34567_90004_model.keras": ("canvas:34567", good),
-        "leeanna_45678_90005_model.keras": ("canvas:45678", untrained),
+        "leeanna_45678_90005_model.keras": ("canvas:45678", b"this is not a model"),
         "anon_x7Yq2_90006_model.keras": ("canvas:anon_x7Yq2", b"PK\x03\x04 not a model"),
         # Moodle: a folder per student (4.1 and later, and before), or flat names.
         "Jane Smith_678_assignsubmission_file/model.keras": ("moodle:678", good),
@@ -783,7 +788,7 @@ def test_a_class_from_canvas_and_moodle_gets_one_row_per_student_the_same_with_a
     assert verdicts["smithjane_12345_90001_model.keras"]["test_set"]["images"] == 20
     private = testset.load_test_set(url=url)
     for name, model in (("smithjane_12345_90001_model.keras", good_model[0]),
-                        ("leeanna_45678_90005_model.keras", untrained_model)):
+                        ("smithjane_12345_90002_model-1.keras", untrained_model)):
         expected = grading.grade_file(model, (private.images, private.labels)).grade
         assert float(files[name]["grade"]) == pytest.approx(expected, abs=0.01)
     assert files["smithjane_12345_90001_model.keras"]["test_set"] == \
@@ -796,7 +801,7 @@ def test_a_class_from_canvas_and_moodle_gets_one_row_per_student_the_same_with_a
     assert students[("canvas", "12345")]["counted_file"] == "smithjane_12345_90001_model.keras"
     assert students[("canvas", "12345")]["files"] == "2"
     assert students[("moodle", "680")]["counted_file"] == "Bob Stone_680_assignsubmission_file_/final/model.keras"
-    for (lms, key), row in students.items():
+    for row in students.values():
         counted = files[row["counted_file"]]
         assert counted["counted"] == "yes" and row["status"] == counted["status"]
         assert row["score"] == ("" if counted["grade"] == "" else f"{float(counted['grade']) / 10:.2f}")

@@ -247,6 +247,6 @@ def _grade_folder(target, files, pool, test_set, args):
     print("Written: " + ", ".join(map(str, written))
           + f"; a feedback file per student in {out / 'feedback'} and {out / 'feedback.zip'}.")
     if pool.replaced:
-        print(f"{pool.replaced} grading workers were replaced after a timeout, a crash or "
-              "running out of memory.")
+        print(f"Workers ended early (a timeout, a crash, out of memory or grown too large) and "
+              f"replaced: {pool.replaced}.")
     return 0

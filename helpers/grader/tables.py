@@ -188,7 +188,7 @@ def feedback_text(row, points, test_set, rule=identity.RULE):
              f"Test set: {test_set}", ""]
     score = row.score(points)
     lines.append(f"Score: {score:g} of {points:g}" if score is not None
-                 else f"Score: none (no file could be graded)")
+                 else "Score: none (no file could be graded)")
     if len(row.items) > 1:
         lines += ["", f"You handed in {len(row.items)} files. {rule}"]
     for i, (submission, report) in enumerate(row.items):
