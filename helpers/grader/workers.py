@@ -318,6 +318,20 @@ class Pool:
                                        message=f"grading took longer than {self.timeout:g} s"))
 
 
+def _end_with_parent():
+    """On Linux, have the kernel end this worker if the grader that started it dies."""
+    parent = os.getppid()
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the worker still ends when its stdin closes
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+
 def _rounded(mib):
     return None if mib is None else round(mib, 1)
 
@@ -337,6 +351,7 @@ def serve(argv=None):
         replies.write(json.dumps(message) + "\n")
         replies.flush()
 
+    _end_with_parent()
     if args.memory_limit:
         limits.limit_memory(args.memory_limit)  # before TensorFlow allocates anything
     try:
