@@ -151,6 +151,11 @@ def test_feedback_files_are_named_so_each_lms_files_them_back_with_the_student(r
     with zipfile.ZipFile(tmp_path / "feedback.zip") as zf:
         assert sorted(zf.namelist()) == sorted(written) and zf.comment == tables.FEEDBACK_ZIP_COMMENT
         assert zf.read(names["canvas:12345"]).decode() == text
+    # Written again for fewer students: only this run's files remain, and the instructor's own.
+    (tmp_path / "feedback" / "my notes.txt").write_text("to discuss in class\n")
+    assert tables.write_feedback(rows[:1], tmp_path / "feedback", tmp_path / "feedback.zip", 100, "t")
+    assert sorted(p.name for p in (tmp_path / "feedback").iterdir()) == [
+        tables.feedback_name(rows[0]), "my notes.txt"]
 
 
 def test_what_a_run_writes_is_never_graded_as_a_submission_but_look_alikes_are(rows, tmp_path):

@@ -212,6 +212,9 @@ def write_feedback(rows, folder, zip_path, points, test_set):
         if name in names:  # two plain names that differ only in characters files cannot hold
             name = f"{Path(name).stem}-{len(names)}.txt"
         names[name] = feedback_text(row, points, test_set)
+    for stale in folder.glob("*.txt"):  # an earlier run's, for a student no longer here
+        if stale.name not in names and our_output(stale):
+            stale.unlink()
     for name, text in names.items():
         write_text(folder / name, text)
     try:
