@@ -1,4 +1,4 @@
-"""Benchmark 6: notebook 4's FCN-8 on M2NIST, one training recipe at a time, grade per epoch.
+"""Benchmark 9: notebook 4's FCN-8 on M2NIST, one training recipe at a time, grade per epoch.
 
     python -m benchmarks.m2nist_recipe archive DIGITS m2nist-mnist5k.zip     # build the archive
     python -m benchmarks.m2nist_recipe train m2nist-mnist5k.zip --json curve.json   # the notebook's recipe

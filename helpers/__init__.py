@@ -12,8 +12,9 @@
   losses, training; its weights in ``weights/``), ``mask_rcnn_export`` (it in the TF Hub
   format, cached; which model notebook 3 loads; its command line), ``scenes`` (its generated
   scenes), ``standin`` (the tests' rule-based stand-in model).
-- The assignment: ``assignment`` (exercise checks), ``grading`` (the grader),
-  ``model_safety`` (what a submitted model file may declare, checked before it is loaded),
+- The assignment: ``assignment`` (exercise checks), ``grading`` (the grader, as the
+  notebook calls it; everything else about grading is in the ``grader`` package: the checks
+  of a model file, the workers, class tables and feedback, private test sets),
   ``student_notebook`` (generates the student notebook from the solution).
 - Notebooks as code: ``notebook_code`` (functions and exercise blocks out of a notebook),
   ``run_notebooks`` (headless runs).

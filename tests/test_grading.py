@@ -1,4 +1,5 @@
-"""The grader: the grade formula, safe loading, verdicts and exit codes, the folder table."""
+"""The grader: the grade formula, safe loading, verdicts and exit codes, the bounds every file
+is graded under, and a class's folder end to end (tests/test_grader.py: its parts one by one)."""
 
 import csv
 import dataclasses
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import zipfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import bomb_files
@@ -19,8 +21,9 @@ from keras import layers
 from packaging.requirements import Requirement
 from zip_tools import rewrite_zip
 
-from helpers import grading, m2nist, metrics, model_safety, synthetic
+from helpers import download, grading, m2nist, metrics, synthetic
 from helpers.config import REPO_DIR
+from helpers.grader import limits, safety, testset, workers
 
 GIB = 1 << 30
 
@@ -180,16 +183,31 @@ def test_a_good_model_passes_with_exit_0_and_a_json_verdict(good_model):
     assert verdict["status"] == "pass"
     mirror = os.environ["COURSE_M2NIST_URL"]  # the test session's loopback server
     assert verdict["test_split"] == f"M2NIST test split (from {mirror}, quick mode; 48 images)"
+    # Which test set, by name and hash: the archive the download cache holds.
+    archive = download.local_path(os.environ["COURSE_DATA_DIR"]) / "downloads" / "m2nist-quick" / "m2nist.zip"
+    assert verdict["test_set"] == {
+        "name": "m2nist.zip", "source": f"from {mirror}", "sha256": download.sha256_file(archive),
+        "images": 48, "archive_images": m2nist.QUICK_COUNT, "part": "the fixed split's test part"}
+    # Graded in a worker, as every file is; it reports what the file cost.
+    assert verdict["resources"]["worker_files_before"] == 0 and verdict["resources"]["seconds"] > 0
     assert verdict["grade"] == pytest.approx(value, abs=0.01)
     assert verdict["grade"] == pytest.approx(10 * sum(verdict["iou"].values()), abs=0.01)
     assert all(0 < verdict["dice"][d] <= 1 for d in verdict["dice"])
 
 
-def test_an_untrained_model_fails_with_exit_1(untrained_model, tmp_path):
+def test_an_untrained_model_fails_with_exit_1_on_the_archive_url_names(
+        untrained_model, other_m2nist, tmp_path):
     out = tmp_path / "verdict.json"
-    assert grading.main([str(untrained_model), "--json", str(out)]) == 1
+    assert grading.main([str(untrained_model), "--full", "--url", other_m2nist,
+                         "--json", str(out)]) == 1
     verdict = json.loads(out.read_text())
     assert verdict["status"] == "fail" and verdict["grade"] < 10
+    # 100 images split 80 / 16 / 4: the verdict was graded on that archive's test split.
+    assert verdict["test_split"] == f"M2NIST test split (from {other_m2nist}; 4 images)"
+    expected = grading.grade(grading.score_model(
+        grading.load_submission(untrained_model),
+        *grading.fixed_test_split(quick=False, url=other_m2nist)))
+    assert verdict["grade"] == pytest.approx(expected, abs=0.01)
 
 
 def test_the_lambda_sentinel_really_runs_when_its_code_is_executed(lambda_model):
@@ -209,7 +227,7 @@ def test_a_lambda_model_is_rejected_without_running_its_code(lambda_model, tmp_p
 def test_a_lambda_is_rejected_even_when_the_config_scan_is_bypassed(lambda_model, monkeypatch):
     # Keras' safe_mode is the second line of defence behind the grader's own scan.
     path, sentinel = lambda_model
-    monkeypatch.setattr(model_safety, "scan_config", lambda node, problems, top=True: None)
+    monkeypatch.setattr(safety, "scan_config", lambda node, problems, top=True: None)
     with pytest.raises(grading.InvalidSubmission, match="cannot be loaded safely"):
         grading.load_submission(path)
     assert not sentinel.exists()
@@ -246,13 +264,16 @@ def test_corrupt_truncated_and_wrong_type_files_get_exit_2(untrained_model, tmp_
     ((64, 84, 10), "output shape is (64, 84, 10)"),
     ((32, 42, 11), "output shape is (32, 42, 11)"),
 ])
-def test_wrong_output_shapes_get_exit_2(shape, message, tmp_path, capsys):
+def test_wrong_output_shapes_are_invalid(shape, message, tmp_path, quick_splits):
+    # What a worker does with the file (the command line's exit 2 for an invalid verdict is
+    # tested above, on files refused before any worker starts).
     inputs = keras.Input((64, 84, 1))
     x = inputs if shape[0] == 64 else layers.MaxPooling2D()(inputs)
     model = keras.Model(inputs, layers.Conv2D(shape[-1], 1, activation="softmax")(x))
     model.save(tmp_path / "m.keras")
-    assert grading.main([str(tmp_path / "m.keras"), "--json", str(tmp_path / "v.json")]) == 2
-    assert message in capsys.readouterr().out
+    report = grading.grade_file(tmp_path / "m.keras", quick_splits["test"])
+    assert report.status == "invalid" and message in report.message
+    assert grading.EXIT[report.status] == 2
 
 
 def test_a_wrong_input_shape_is_invalid(tmp_path):
@@ -274,7 +295,9 @@ def test_a_folder_is_graded_into_a_csv_with_one_row_per_submission(
     # need gigabytes: its grading runs out of the memory limit, and the rest carry on.
     (folder / "mallory.keras").write_bytes(bombs["weights"].read_bytes())
     (folder / "oscar.keras").write_bytes(bombs["activations"].read_bytes())
-    done = grade_cli(folder, "--memory-limit", 1.5)
+    # One worker: oscar, last, runs out of memory in a worker that graded others, and is
+    # graded again in a fresh one.
+    done = grade_cli(folder, "--memory-limit", 1.5, "--jobs", 1)
     assert done.returncode == 0, done.stdout + done.stderr
     assert not lambda_model[1].exists()
     with open(folder / "grades.csv") as f:
@@ -288,8 +311,23 @@ def test_a_folder_is_graded_into_a_csv_with_one_row_per_submission(
     assert rows["oscar.keras"]["message"] == (
         "it ran out of its memory limit of 1.5 GiB while being loaded or run "
         "(the grader's --memory-limit)")
-    assert len(json.loads((folder / "grades.json").read_text())) == 6
-    # Grading again ignores its own outputs.
+    verdicts = {v["submission"]: v for v in json.loads((folder / "grades.json").read_text())}
+    assert len(verdicts) == 6
+    # A memory verdict comes from a worker that had graded nothing before.
+    assert verdicts["mallory.keras"]["resources"]["worker_files_before"] == 2
+    assert verdicts["oscar.keras"]["resources"]["worker_files_before"] == 0
+    # Ended early: the worker oscar ran out of memory in, and the fresh one it ran out in again.
+    assert "Workers ended early (a timeout, a crash, out of memory or grown too large) and " \
+           "replaced: 2." in done.stdout
+    with open(folder / "students.csv") as f:
+        students = {row["student"]: row for row in csv.DictReader(f)}
+    assert {k: (v["status"], v["files"]) for k, v in students.items()} == {
+        "alice": ("pass", "1"), "bob": ("fail", "1"), "carol": ("invalid", "1"),
+        "dave": ("invalid", "1"), "mallory": ("invalid", "1"), "oscar": ("invalid", "1")}
+    assert students["alice"]["score"] == rows["alice.keras"]["grade"] and students["carol"]["score"] == ""
+    assert sorted(p.name for p in (folder / "feedback").iterdir()) == [
+        f"{name}.feedback.txt" for name in ("alice", "bob", "carol", "dave", "mallory", "oscar")]
+    # Grading again ignores its own outputs (tables, feedback files and their zip).
     assert [p.relative_to(folder).as_posix() for p in grading.submissions_in(folder)] == [
         "alice.keras", "bob.keras", "carol/model.keras", "dave.keras", "mallory.keras",
         "oscar.keras"]
@@ -323,19 +361,17 @@ def test_a_memory_limit_that_is_no_number_of_gib_is_refused(tmp_path, limit, cap
     (0, "the grader's process died on this file (exit code -11): F0000 00:00:1.2 3 check.cc:1] "
         "Check failed Segmentation fault"),
 ])
-def test_a_child_killed_by_a_signal_gets_a_verdict_without_tensorflow_info_lines(
-        monkeypatch, tmp_path, limit, expected):
-    import subprocess
-
-    def crashing_child(command, stdout, stderr, timeout, env):  # writes no verdict, then dies
-        stderr.write(b"I0000 00:00:1.2 3 onednn.cc:1] some TensorFlow log line\n"
-                     b"F0000 00:00:1.2 3 check.cc:1] Check failed\nSegmentation fault\n")
-        return SimpleNamespace(returncode=-11)
-
-    monkeypatch.setattr(subprocess, "run", crashing_child)
-    report = grading.grade_isolated(tmp_path / "x.keras", "x.keras", quick=True, memory_limit=limit)
-    assert report.status == "invalid" and report.message == expected
-    assert "TensorFlow log line" not in report.message
+def test_a_child_killed_by_a_signal_gets_a_verdict_without_tensorflow_info_lines(limit, expected):
+    # What a worker wrote while grading the file, then it died without a verdict
+    # (tests/test_grader.py kills real workers; this is the message they get).
+    output = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+              "I0000 00:00:1.2 3 onednn.cc:1] some TensorFlow log line\n"
+              "W0000 00:00:1.2 3 cpu_feature_guard.cc:1] another TensorFlow log line\n"
+              "E0000 00:00:1.2 3 cuda_platform.cc:52] failed call to cuInit: no device\n"
+              "F0000 00:00:1.2 3 check.cc:1] Check failed\nSegmentation fault\n")
+    message = workers.crash_message(-11, output, limit)
+    assert message == expected
+    assert "TensorFlow log line" not in message and "absl" not in message and "cuInit" not in message
 
 
 def test_an_empty_folder_is_exit_2(tmp_path):
@@ -418,7 +454,7 @@ def gadget(module, class_name, config=None):
 ])
 def test_the_config_scan_refuses_keras_functions_and_modules_a_model_never_uses(node, problem):
     problems = set()
-    model_safety.scan_config({"class_name": "Functional", "module": "keras.src.models.functional",
+    safety.scan_config({"class_name": "Functional", "module": "keras.src.models.functional",
                           "config": {"layers": [{"config": {"activation": node}}]}}, problems)
     assert problems == {problem}
 
@@ -471,7 +507,7 @@ def test_typical_course_models_pass_the_scan_and_load(tmp_path):
         model.save(path)
         configuration = json.loads(zipfile.ZipFile(path).read("config.json"))
         problems = set()
-        model_safety.scan_config(configuration, problems)
+        safety.scan_config(configuration, problems)
         assert problems == set(), name
         modules |= set(re.findall(r'"module": "([^"]+)"', json.dumps(configuration)))
         loaded = grading.load_submission(path)
@@ -489,10 +525,10 @@ def test_nested_models_are_scanned_including_their_compile_config():
                     "config": {}, "compile_config": {"loss": {"class_name": "__lambda__"}}}]},
               "compile_config": {"loss": {"class_name": "__lambda__"}}}
     problems = set()
-    model_safety.scan_config(nested, problems)
+    safety.scan_config(nested, problems)
     assert problems == {"serialized Python code (a lambda or function)"}
     problems = set()
-    model_safety.scan_config({**nested, "config": {"layers": []}}, problems)
+    safety.scan_config({**nested, "config": {"layers": []}}, problems)
     assert problems == set()  # only the top-level compile_config is skipped (compile=False)
 
 
@@ -505,12 +541,12 @@ def test_non_dict_and_deeply_nested_configs_are_invalid_not_crashes(untrained_mo
             grading.load_submission(path)
 
 
-def test_a_fully_convolutional_model_with_open_sizes_is_graded(tmp_path):
+def test_a_fully_convolutional_model_with_open_sizes_is_graded(tmp_path, quick_splits):
     inputs = keras.Input((None, None, 1))
     keras.Model(inputs, layers.Conv2D(11, 3, padding="same", activation="softmax")(inputs)).save(
         tmp_path / "open.keras")
-    assert grading.main([str(tmp_path / "open.keras"), "--json", str(tmp_path / "v.json")]) == 1
-    assert json.loads((tmp_path / "v.json").read_text())["status"] == "fail"
+    report = grading.grade_file(tmp_path / "open.keras", quick_splits["test"])
+    assert report.status == "fail" and grading.EXIT[report.status] == 1
 
 
 @pytest.fixture
@@ -522,45 +558,28 @@ def other_m2nist(tmp_path, monkeypatch):
     return archive.as_uri()
 
 
-def test_the_url_option_chooses_the_m2nist_archive(untrained_model, other_m2nist, tmp_path):
-    out = tmp_path / "v.json"
-    assert grading.main([str(untrained_model), "--full", "--url", other_m2nist,
-                         "--json", str(out)]) == 1
-    # 100 images split 80 / 16 / 4: the verdict was graded on that archive's test split.
-    assert json.loads(out.read_text())["test_split"] == (
-        f"M2NIST test split (from {other_m2nist}; 4 images)")
+@pytest.fixture
+def old_keras_in_workers(tmp_path, monkeypatch):
+    """Put a Keras 3.10 where grading workers import it first (this process keeps its own)."""
+    fake = tmp_path / "old-keras" / "keras"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('__version__ = "3.10.0"\n')
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")]))
 
 
-def test_the_url_option_reaches_each_isolated_grader(untrained_model, other_m2nist, tmp_path):
-    folder = tmp_path / "class"
-    folder.mkdir()
-    (folder / "erin.keras").write_bytes(untrained_model.read_bytes())
-    assert grading.main([str(folder), "--full", "--url", other_m2nist]) == 0
-    with open(folder / "grades.csv") as f:
-        row = next(csv.DictReader(f))
-    expected = grading.grade(grading.score_model(
-        grading.load_submission(untrained_model),
-        *grading.fixed_test_split(quick=False, url=other_m2nist)))
-    assert row["status"] == "fail" and float(row["grade"]) == pytest.approx(expected, abs=0.01)
-
-
-def test_a_child_that_cannot_grade_reports_its_whole_message(
-        untrained_model, quick_splits, tmp_path, monkeypatch, capsys):
-    # The parent has test data; the child finds none at the unreachable default source.
-    missing = (tmp_path / "missing" / "m2nist.zip").as_uri()
-    monkeypatch.setenv("COURSE_M2NIST_URL", missing)
-    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(grading, "fixed_test_split", lambda **_: quick_splits["test"])
+def test_a_worker_that_cannot_grade_reports_its_whole_message(
+        untrained_model, old_keras_in_workers, tmp_path, capsys):
+    # The main process finds a recent Keras installed; the worker imports an old one.
     folder = tmp_path / "class"
     folder.mkdir()
     (folder / "frank.keras").write_bytes(untrained_model.read_bytes())
-    assert grading.main([str(folder), "--full"]) == grading.EXIT_CANNOT_GRADE
+    assert grading.main([str(folder)]) == grading.EXIT_CANNOT_GRADE
     out = capsys.readouterr().out
     message = out[out.index("Cannot grade"):]
-    assert message.startswith("Cannot grade: the test data is not available.\n"
-                              "Could not download the M2NIST archive.")
-    assert f"URL:     {missing}" in message and "Reason:" in message
-    assert "Mirror:  set COURSE_M2NIST_URL" in message and "Offline:" in message
+    assert message.startswith("Cannot grade: Keras 3.10.0 is installed, and before 3.11 a model "
+                              "file can run code even when loaded with safe_mode")
+    assert message.rstrip().endswith("No submission was loaded.\nUpgrade it: pip install 'keras>=3.11'")
+    assert not (folder / "grades.csv").exists()
 
 
 @pytest.mark.parametrize("version, ok", [
@@ -575,11 +594,21 @@ def test_the_grader_refuses_a_keras_whose_safe_mode_can_be_bypassed(version, ok,
             grading.check_keras_version()
 
 
-def test_an_old_keras_means_exit_3_and_no_model_is_loaded(lambda_model, tmp_path, monkeypatch, capsys):
+def test_an_old_keras_means_exit_3_and_no_model_is_loaded(
+        lambda_model, old_keras_in_workers, tmp_path, monkeypatch, capsys):
     path, sentinel = lambda_model
-    monkeypatch.setattr(keras, "__version__", "3.10.0")
-    monkeypatch.setattr(model_safety, "scan_config", lambda node, problems, top=True: None)
+    monkeypatch.setattr(keras, "__version__", "3.10.0")  # this process's Keras
+    # Past the main process's scan, the file reaches a worker, whose Keras (3.10) refuses.
+    monkeypatch.setattr(safety, "scan_config", lambda node, problems, top=True: None)
     out = tmp_path / "v.json"
+    assert grading.main([str(path), "--json", str(out)]) == grading.EXIT_CANNOT_GRADE
+    assert "Cannot grade: Keras 3.10.0 is installed" in capsys.readouterr().out
+    assert not out.exists() and not sentinel.exists()
+    # An old Keras installed where the main process looks is refused before any worker starts.
+    from helpers.grader import scoring
+
+    monkeypatch.setattr(scoring, "installed_keras_version", lambda: "3.10.0")
+    monkeypatch.setattr(workers, "Worker", None)  # starting one would fail the test
     assert grading.main([str(path), "--json", str(out)]) == grading.EXIT_CANNOT_GRADE
     assert "Cannot grade: Keras 3.10.0 is installed" in capsys.readouterr().out
     assert not out.exists() and not sentinel.exists()
@@ -605,86 +634,219 @@ def test_a_submission_that_takes_too_long_gets_a_verdict_not_a_hang(untrained_mo
     folder = tmp_path / "slow"
     folder.mkdir()
     (folder / "slow.keras").write_bytes(untrained_model.read_bytes())
-    assert grading.main([str(folder), "--timeout", "1"]) == 0
+    # No file is graded in 50 ms (a worker's start, importing TensorFlow, is not counted).
+    assert grading.main([str(folder), "--timeout", "0.05"]) == 0
     with open(folder / "grades.csv") as f:
         row = next(csv.DictReader(f))
-    assert row["status"] == "invalid" and "longer than 1 s" in row["message"]
+    assert row["status"] == "invalid" and "longer than 0.05 s" in row["message"]
 
 
-# Runs in a fresh interpreter, whose peak memory the test reads when it ends.
-_REFUSE_ALL = """
-import json, resource, sys, time
-from helpers import grading
-# A safety net: were a check to stop working, this process would otherwise allocate what
-# the file declares. With it, such a file ends as "ran out of memory" and the test fails.
-grading.limit_memory(int(sys.argv[1]))
-grading.check_keras_version()  # imports Keras before anything is timed
-grading.main([sys.argv[2], "--json", sys.argv[2] + ".json"])  # and loads the test data
-results = {"baseline_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
-for path in sys.argv[3:]:
-    start = time.perf_counter()
-    code = grading.main([path, "--json", path + ".json"])
-    results[path] = {"exit": code, "seconds": time.perf_counter() - start,
-                     "message": json.load(open(path + ".json"))["message"]}
-print("RESULTS " + json.dumps(results))
-"""
+def graded_measured(command, seconds=300):
+    """Run ``command``; return (exit code, peak RSS in bytes of its largest process).
+
+    wait4 returns the child's resource usage together with its own reaped children's (here:
+    the grading workers), so the peak covers the whole process tree.
+    """
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             cwd=REPO_DIR, env={**os.environ, "COURSE_QUICK": "1"})
+    watchdog = threading.Timer(seconds, child.kill)
+    watchdog.start()
+    try:
+        output = child.stdout.read().decode(errors="replace")
+        _, status, usage = os.wait4(child.pid, 0)
+    finally:
+        watchdog.cancel()
+    return os.waitstatus_to_exitcode(status), usage.ru_maxrss << 10, output  # Linux: KiB
 
 
 def test_files_declaring_gigabytes_are_refused_quickly_within_bounded_memory(bombs, tmp_path):
     declared = {"weights": 3.8 * GIB, "config": 4 * 2 * (1 << 36), "zip": 3900 << 20}
-    named = {kind: tmp_path / f"{kind}.keras" for kind in declared}
+    folder = tmp_path / "class"
+    folder.mkdir()
+    named = {kind: folder / f"{kind}.keras" for kind in declared}
     for kind, path in named.items():
         path.write_bytes(bombs[kind].read_bytes())
         assert path.stat().st_size < 5 << 20  # small on disk
-    honest = tmp_path / "plain.keras"
-    honest.write_bytes((bombs["weights"].parent / "plain.keras").read_bytes())
-    out = tmp_path / "out.txt"
-    with open(out, "w") as stdout:
-        child = subprocess.Popen(
-            [sys.executable, "-c", _REFUSE_ALL, str(int(2.5 * GIB)), str(honest),
-             *map(str, named.values())], stdout=stdout, stderr=subprocess.STDOUT,
-            cwd=REPO_DIR, env={**os.environ, "COURSE_QUICK": "1"})
-        watchdog = threading.Timer(180, child.kill)
-        watchdog.start()
-        try:
-            # wait4 reaps this one child and returns its own resource usage, peak RSS included.
-            _, status, usage = os.wait4(child.pid, 0)
-        finally:
-            watchdog.cancel()
-        child.returncode = os.waitstatus_to_exitcode(status)
-    text = out.read_text()
-    assert "RESULTS " in text, text[-3000:]
-    results = json.loads(text.split("RESULTS ", 1)[1])
+    # Graded first, by the same worker: what importing Keras and grading a file takes.
+    (folder / "a-plain.keras").write_bytes((bombs["weights"].parent / "plain.keras").read_bytes())
+    # A safety net: were a check to stop working, the worker would otherwise allocate what the
+    # file declares. With it, such a file ends as "ran out of memory" and the test fails.
+    code, peak, output = graded_measured([sys.executable, "-m", "helpers.grading", str(folder),
+                                          "--jobs", "1", "--memory-limit", "2.5"])
+    assert code == 0, output[-3000:]
+    results = {Path(v["submission"]).stem: v for v in json.loads((folder / "grades.json").read_text())}
     expected = {"weights": "has a weights array layers/conv2d/vars/0 of shape (1, 1, 1024, 996147)",
                 "config": f"describes a model of {2 * (1 << 36):,} parameters",
                 "zip": "has a model.weights.h5 of 3.81 GiB uncompressed"}
-    for kind, path in named.items():
-        result = results[str(path)]
-        assert result["exit"] == 2 and expected[kind] in result["message"], result
+    assert results["a-plain"]["status"] == "fail"
+    for kind in named:
+        result = results[kind]
+        assert result["status"] == "invalid" and expected[kind] in result["message"], result
         assert "the limit is" in result["message"] and "nothing from the file was loaded" in result["message"]
-        assert result["seconds"] < 5, result
-    peak = usage.ru_maxrss << 10  # Linux reports KiB
-    print(f"peak RSS {peak / GIB:.2f} GiB; after grading an honest file "
-          f"{results['baseline_kib'] / (1 << 20):.2f} GiB")
-    assert child.returncode == 0 and peak < min(declared.values()) / 2
-    # Refusing all three added next to nothing to what importing Keras and grading took.
-    assert peak - (results["baseline_kib"] << 10) < 64 << 20
+        assert result["resources"]["seconds"] < 5, result
+    print(f"peak RSS {peak / GIB:.2f} GiB (the largest process: the worker)")
+    assert peak < min(declared.values()) / 2
+    # The zip bomb is refused by the main process, before any worker; the other two by the
+    # worker, and refusing them added next to nothing to what it held.
+    assert results["zip"]["resources"]["refused_before_loading"]
+    for kind in ("weights", "config"):
+        used = results[kind]["resources"]
+        assert used["peak_since_file_start"] and used["peak_rss_mib"] - used["rss_before_mib"] < 64, used
 
 
-def test_isolate_grades_one_file_in_a_child_with_both_limits(untrained_model, tmp_path, monkeypatch):
-    # The child itself is what the folder test runs; here, that one file reaches it.
+def test_a_file_that_needs_gigabytes_to_run_is_stopped_by_the_memory_limit_graded_alone(tmp_path):
+    # The issue's file: 0.4 MB, passes every size check, took 6.7 GB to grade without a bound.
+    path = bomb_files.wide_conv(tmp_path / "wide.keras", 8192)
+    assert path.stat().st_size < 1 << 20
+    code, peak, output = graded_measured([sys.executable, "-m", "helpers.grading", str(path),
+                                          "--memory-limit", "1", "--json", str(tmp_path / "v.json")])
+    verdict = json.loads((tmp_path / "v.json").read_text())
+    assert code == 2, output[-3000:]
+    assert verdict["message"] == limits.memory_message(GIB)  # the error, no TensorFlow log lines
+    print(f"peak RSS {peak / GIB:.2f} GiB")
+    assert peak < 2 * GIB  # a worker under a 1 GiB RLIMIT_DATA, plus TensorFlow's shared code
+
+
+def test_one_file_is_graded_in_a_worker_with_both_limits_isolate_or_not(untrained_model, tmp_path, monkeypatch):
+    # The worker itself is what the tests above run; here, what a single file is handed to.
     calls = []
 
-    def child(path, name, quick, timeout, url=None, memory_limit=None):
-        calls.append((path, quick, timeout, url, memory_limit))
-        return grading.Report(name, "invalid", message=grading._memory_message(memory_limit))
+    class Pool:
+        def __init__(self, jobs, test_file, memory_limit, timeout, scratch, threads=None):
+            calls.append((jobs, memory_limit, timeout))
+            self.memory_limit = memory_limit
 
-    monkeypatch.setattr(grading, "grade_isolated", child)
+        def grade_one(self, path, name):
+            calls.append(path)
+            return grading.Report(name, "invalid", message=limits.memory_message(self.memory_limit))
+
+    monkeypatch.setattr(workers, "Pool", Pool)
     out = tmp_path / "v.json"
     assert grading.main([str(untrained_model), "--isolate", "--timeout", "7",
                          "--memory-limit", "2.5", "--json", str(out)]) == 2
-    assert calls == [(untrained_model, True, 7, None, int(2.5 * GIB))]
+    assert calls == [(1, int(2.5 * GIB), 7), untrained_model]
     assert "memory limit of 2.5 GiB" in json.loads(out.read_text())["message"]
     calls.clear()
-    assert grading.main([str(untrained_model), "--json", str(out)]) == 1  # in this process
-    assert calls == []
+    assert grading.main([str(untrained_model), "--json", str(out)]) == 2  # the default: the same
+    assert calls == [(1, int(grading.MEMORY_LIMIT_GB * GIB), grading.TIMEOUT), untrained_model]
+
+
+@pytest.fixture(scope="module")
+def private_test_set(tmp_path_factory):
+    """A private test set of 20 images, built as an instructor would (offline digits)."""
+    path = tmp_path_factory.mktemp("private") / "private-test.zip"
+    testset.make_private_test_set(path, count=20, seed=7, digits="sklearn")
+    return path
+
+
+def lms_class(folder, good, untrained):
+    """Lay out a class as Canvas's and Moodle's bulk downloads (and a plain folder) name it;
+    return {file: its student's key}."""
+    files = {
+        # Canvas: <lastfirst>_<user id>_<file id>_<file name>; LATE_ before the id of a late
+        # one; a file handed in twice gets -1; one name, two students: told apart by id.
+        "smithjane_12345_90001_model.keras": ("canvas:12345", good),
+        "smithjane_12345_90002_model-1.keras": ("canvas:12345", untrained),
+        "doejohn_LATE_23456_90003_m2nist_fcn.keras": ("canvas:23456", b"PK\x03\x04 truncated"),
+        "leeanna_34567_90004_model.keras": ("canvas:34567", good),
+        "leeanna_45678_90005_model.keras": ("canvas:45678", b"this is not a model"),
+        "anon_x7Yq2_90006_model.keras": ("canvas:anon_x7Yq2", b"PK\x03\x04 not a model"),
+        # Moodle: a folder per student (4.1 and later, and before), or flat names.
+        "Jane Smith_678_assignsubmission_file/model.keras": ("moodle:678", good),
+        "Ana María López_679_assignsubmission_file_model.keras": ("moodle:679", untrained),
+        "Bob Stone_680_assignsubmission_file_/final/model.keras": ("moodle:680", good),
+        "Bob Stone_680_assignsubmission_onlinetext/onlinetext.html": ("moodle:680", b"<p>see file</p>"),
+        # A folder per student.
+        "carol/notes.txt": ("name:carol", b"trained for 5 epochs"),
+    }
+    for name, (_, content) in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content if isinstance(content, bytes) else content.read_bytes())
+    return {name: key for name, (key, _) in files.items()}
+
+
+def rows_of(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_class_from_canvas_and_moodle_gets_one_row_per_student_the_same_with_any_jobs(
+        good_model, untrained_model, private_test_set, tmp_path):
+    folder = tmp_path / "class"
+    folder.mkdir()
+    owners = lms_class(folder, good_model[0], untrained_model)
+    url = private_test_set.as_uri()
+    assert grading.main([str(folder), "--url", url, "--jobs", "2", "--points", "10",
+                         "--assignment", "M2NIST FCN (4242)"]) == 0
+    files = {row["submission"]: row for row in rows_of(folder / "grades.csv")}
+    # No file lost or duplicated, each with its owner.
+    assert sorted(files) == sorted(owners) and len(rows_of(folder / "grades.csv")) == len(owners)
+    assert {name: f"{row['lms'] or 'name'}:{row['student_id'] or row['student']}"
+            for name, row in files.items()} == owners
+    # Graded on every image of the private set, in the workers as in this process.
+    sha256 = download.sha256_file(private_test_set)
+    verdicts = {v["submission"]: v for v in json.loads((folder / "grades.json").read_text())}
+    assert {v["test_set"]["sha256"] for v in verdicts.values()} == {sha256}
+    assert verdicts["smithjane_12345_90001_model.keras"]["test_set"]["images"] == 20
+    private = testset.load_test_set(url=url)
+    for name, model in (("smithjane_12345_90001_model.keras", good_model[0]),
+                        ("smithjane_12345_90002_model-1.keras", untrained_model)):
+        expected = grading.grade_file(model, (private.images, private.labels)).grade
+        assert float(files[name]["grade"]) == pytest.approx(expected, abs=0.01)
+    assert files["smithjane_12345_90001_model.keras"]["test_set"] == \
+        f"private-test.zip (20 images, SHA-256 {sha256})"
+
+    # One row per student; several files: the best counts.
+    students = {(row["lms"], row["student_id"] or row["student"]): row
+                for row in rows_of(folder / "students.csv")}
+    assert len(rows_of(folder / "students.csv")) == len(students) == len(set(owners.values())) == 9
+    assert students[("canvas", "12345")]["counted_file"] == "smithjane_12345_90001_model.keras"
+    assert students[("canvas", "12345")]["files"] == "2"
+    assert students[("moodle", "680")]["counted_file"] == "Bob Stone_680_assignsubmission_file_/final/model.keras"
+    for row in students.values():
+        counted = files[row["counted_file"]]
+        assert counted["counted"] == "yes" and row["status"] == counted["status"]
+        assert row["score"] == ("" if counted["grade"] == "" else f"{float(counted['grade']) / 10:.2f}")
+        assert row["maximum"] == "10"
+    assert sum(row["counted"] == "yes" for row in files.values()) == 9
+
+    # Canvas' gradebook import: its columns, the points row, a row per Canvas user id.
+    canvas = (folder / "canvas-grades.csv").read_text(encoding="utf-8").splitlines()
+    assert canvas[:2] == ["Student,ID,SIS User ID,SIS Login ID,Section,M2NIST FCN (4242)",
+                          "Points Possible,,,,,10"]
+    assert sorted(line.split(",")[1] for line in canvas[2:]) == ["12345", "23456", "34567", "45678"]
+    assert f"smithjane,12345,,,,{students[('canvas', '12345')]['score']}" in canvas
+    # Moodle's grading worksheet: "Participant <id>", grade, maximum, feedback comment.
+    moodle = {row["Identifier"]: row for row in rows_of(folder / "moodle-grades.csv")}
+    assert sorted(moodle) == ["Participant 678", "Participant 679", "Participant 680"]
+    assert moodle["Participant 679"]["Full name"] == "Ana María López"
+    assert moodle["Participant 678"]["Grade"] == students[("moodle", "678")]["score"]
+    assert moodle["Participant 678"]["Maximum Grade"] == "10"
+    assert moodle["Participant 678"]["Feedback comments"] == students[("moodle", "678")]["comment"]
+
+    # A feedback file per student, named as each LMS files it back with the student.
+    feedback = sorted(p.name for p in (folder / "feedback").iterdir())
+    assert feedback == sorted([
+        "smithjane_12345_90001_grade-feedback.txt", "doejohn_LATE_23456_90003_grade-feedback.txt",
+        "leeanna_34567_90004_grade-feedback.txt", "leeanna_45678_90005_grade-feedback.txt",
+        "anon_x7Yq2_90006_grade-feedback.txt",
+        "Jane Smith_678_assignsubmission_file_grade-feedback.txt",
+        "Ana María López_679_assignsubmission_file_grade-feedback.txt",
+        "Bob Stone_680_assignsubmission_file_grade-feedback.txt", "carol.feedback.txt"])
+    with zipfile.ZipFile(folder / "feedback.zip") as zf:
+        assert sorted(zf.namelist()) == feedback
+    jane = (folder / "feedback" / "smithjane_12345_90001_grade-feedback.txt").read_text(encoding="utf-8")
+    assert "File: smithjane_12345_90001_model.keras (this one counts)" in jane
+    assert "File: smithjane_12345_90002_model-1.keras" in jane and sha256 in jane
+
+    # Graded again with one worker, in the same folder: the same verdicts, and none of the
+    # tables or feedback written above is taken for a submission.
+    first = {name: {k: v for k, v in row.items() if k != "seconds"} for name, row in files.items()}
+    first_json = {k: {**v, "resources": None} for k, v in verdicts.items()}
+    assert grading.main([str(folder), "--url", url, "--jobs", "1", "--points", "10",
+                         "--assignment", "M2NIST FCN (4242)"]) == 0
+    again = {row["submission"]: {k: v for k, v in row.items() if k != "seconds"}
+             for row in rows_of(folder / "grades.csv")}
+    assert again == first
+    assert {v["submission"]: {**v, "resources": None}
+            for v in json.loads((folder / "grades.json").read_text())} == first_json

@@ -16,8 +16,8 @@ import pytest
 from bomb_files import (config_bomb, many_entries, two_layer_model, weights_bomb, zip_bomb)
 from keras import layers
 
-from helpers import model_safety
-from helpers.model_safety import InvalidSubmission
+from helpers.grader import safety
+from helpers.grader.safety import InvalidSubmission
 
 GIB = 1 << 30
 
@@ -79,7 +79,7 @@ def refused(path):
     """Run both checks on a file; return the refusal's message and the seconds it took."""
     start = time.perf_counter()
     with pytest.raises(InvalidSubmission) as caught:
-        model_safety.check_sizes(path, model_safety.read_configuration(path))
+        safety.check_sizes(path, safety.read_configuration(path))
     return str(caught.value), time.perf_counter() - start
 
 
@@ -94,24 +94,24 @@ def test_honest_course_models_pass_and_their_parameters_are_counted_exactly(name
     model.optimizer.build(model.trainable_variables)
     path = folder / f"{name}.keras"
     model.save(path)
-    with zipfile.ZipFile(path) as zf, h5py.File(zf.open(model_safety.WEIGHTS_FILE)) as f:
+    with zipfile.ZipFile(path) as zf, h5py.File(zf.open(safety.WEIGHTS_FILE)) as f:
         assert "optimizer" in f  # the slots are in the file, so the budget is tested with them
-    configuration = model_safety.read_configuration(path)
-    model_safety.check_sizes(path, configuration)
-    variables = model_safety.configured_variables(configuration)
+    configuration = safety.read_configuration(path)
+    safety.check_sizes(path, configuration)
+    variables = safety.configured_variables(configuration)
     assert sum(math.prod(shape) for shape, _ in variables) == model.count_params()
     assert sorted(shape for shape, _ in variables) == sorted(tuple(v.shape) for v in model.variables)
 
 
 def parameters(model):
-    """Return the parameter count model_safety finds in a model's saved configuration."""
+    """Return the parameter count the safety checks find in a model's saved configuration."""
     configuration = json.loads(json.dumps(keras.saving.serialize_keras_object(model)))
-    return sum(math.prod(shape) for shape, _ in model_safety.configured_variables(configuration))
+    return sum(math.prod(shape) for shape, _ in safety.configured_variables(configuration))
 
 
 def test_the_parameter_cap_leaves_room_for_a_classic_unet():
-    assert 30_000_000 < parameters(unet(64)) < model_safety.MAX_PARAMETERS
-    assert 2_000_000 < parameters(solution_fcn8()) < model_safety.MAX_PARAMETERS / 10
+    assert 30_000_000 < parameters(unet(64)) < safety.MAX_PARAMETERS
+    assert 2_000_000 < parameters(solution_fcn8()) < safety.MAX_PARAMETERS / 10
 
 
 def test_a_weights_array_declaring_gigabytes_is_refused_without_reading_it(plain, folder):
@@ -128,7 +128,7 @@ def test_a_layer_with_billions_of_weights_is_refused_without_building_them(plain
     message, seconds = refused(bomb)
     assert f"describes a model of {2 * (1 << 36):,} parameters" in message
     assert "largest weight has shape (1, 1, 1, 68719476736)" in message
-    assert f"the limit is {model_safety.MAX_PARAMETERS:,}" in message and seconds < 5
+    assert f"the limit is {safety.MAX_PARAMETERS:,}" in message and seconds < 5
 
 
 def test_the_variables_counted_without_building_them_stay_unbuilt(plain, folder):
@@ -149,11 +149,11 @@ def test_a_zip_entry_declaring_gigabytes_is_refused_without_decoding_it(plain, f
 
 
 def test_a_zip_of_many_entries_is_refused(plain, folder):
-    bomb = many_entries(plain, folder / "many.keras", model_safety.MAX_ZIP_ENTRIES)
+    bomb = many_entries(plain, folder / "many.keras", safety.MAX_ZIP_ENTRIES)
     message, _ = refused(bomb)
-    assert f"holds {model_safety.MAX_ZIP_ENTRIES + 3} files; the limit is 100" in message
+    assert f"holds {safety.MAX_ZIP_ENTRIES + 3} files; the limit is 100" in message
     ok = many_entries(plain, folder / "some-assets.keras", 5)
-    model_safety.check_sizes(ok, model_safety.read_configuration(ok))
+    safety.check_sizes(ok, safety.read_configuration(ok))
 
 
 def _edit_weights(source, target, edit):
@@ -161,10 +161,10 @@ def _edit_weights(source, target, edit):
 
     with zipfile.ZipFile(source) as zf:
         entries = {name: zf.read(name) for name in zf.namelist()}
-    buffer = io.BytesIO(entries[model_safety.WEIGHTS_FILE])
+    buffer = io.BytesIO(entries[safety.WEIGHTS_FILE])
     with h5py.File(buffer, "r+") as f:
         edit(f)
-    entries[model_safety.WEIGHTS_FILE] = buffer.getvalue()
+    entries[safety.WEIGHTS_FILE] = buffer.getvalue()
     with zipfile.ZipFile(target, "w") as zf:
         for name, data in entries.items():
             zf.writestr(name, data)
@@ -201,7 +201,7 @@ def test_a_model_without_a_weights_file_is_refused(plain, folder):
         out.writestr("config.json", src.read("config.json"))
         out.writestr("model.weights.npz", b"")
     with pytest.raises(InvalidSubmission, match="holds no model.weights.h5"):
-        model_safety.read_configuration(path)
+        safety.read_configuration(path)
 
 
 def test_a_nested_model_loads_without_its_compile_settings(folder):
@@ -223,12 +223,12 @@ def test_a_nested_model_loads_without_its_compile_settings(folder):
                 assert data.count(b'"num_classes": 11') == 1
                 data = data.replace(b'"num_classes": 11', b'"num_classes": 1048576')
             out.writestr(name, data)
-    configuration = model_safety.read_configuration(bomb)
-    model_safety.check_sizes(bomb, configuration)
-    copy = model_safety.write_without_compile_configs(bomb, configuration, folder / "stripped.keras")
+    configuration = safety.read_configuration(bomb)
+    safety.check_sizes(bomb, configuration)
+    copy = safety.write_without_compile_configs(bomb, configuration, folder / "stripped.keras")
     with zipfile.ZipFile(copy) as zf, zipfile.ZipFile(bomb) as original:
         assert b"compile_config\": null" in zf.read("config.json") and b"MeanIoU" not in zf.read("config.json")
-        assert zf.read(model_safety.WEIGHTS_FILE) == original.read(model_safety.WEIGHTS_FILE)
+        assert zf.read(safety.WEIGHTS_FILE) == original.read(safety.WEIGHTS_FILE)
     model = grading.load_submission(bomb)  # would fail allocating 4 TiB if it compiled
     assert not model.layers[-1].compiled
 
@@ -242,19 +242,19 @@ def test_layers_run_on_stored_constants_and_large_constants_are_refused():
     layer = {"class_name": "ZeroPadding2D", "module": "keras.layers", "name": "pad",
              "config": {"padding": 20000}, "inbound_nodes": [node(constant)]}
     problems = set()
-    model_safety.scan_config(layer, problems)
+    safety.scan_config(layer, problems)
     assert problems == {"a layer (pad) applied to stored constants instead of the model's input"}
     problems = set()
-    model_safety.scan_config({**layer, "inbound_nodes": [node(tensor, constant)]}, problems)
+    safety.scan_config({**layer, "inbound_nodes": [node(tensor, constant)]}, problems)
     assert problems == set()  # a constant operand beside the input is symbolic: nothing runs
     # An image-sized constant (CoordConv's coordinates, say) is fine; millions of values are not.
     image = {"class_name": "__numpy__", "config": {"value": [[[0.0]] * 84] * 64, "dtype": "float32"}}
     problems = set()
-    model_safety.scan_config({**layer, "inbound_nodes": [node(tensor, image)]}, problems)
+    safety.scan_config({**layer, "inbound_nodes": [node(tensor, image)]}, problems)
     assert problems == set()
     big = {"class_name": "__numpy__", "config": {"value": [[0.0] * 200_000], "dtype": "float32"}}
     problems = set()
-    model_safety.scan_config({**layer, "inbound_nodes": [node(tensor, big)]}, problems)
+    safety.scan_config({**layer, "inbound_nodes": [node(tensor, big)]}, problems)
     assert problems == {"a stored constant of 200,000 values (at most 131,072; a model keeps its "
                         "numbers in its weights)"}
 
@@ -276,7 +276,7 @@ def test_honest_bfloat16_and_five_slot_optimizer_files_pass(folder):
     model.optimizer.build(model.trainable_variables)
     path = folder / "bfloat16-amsgrad-ema.keras"
     model.save(path)
-    model_safety.check_sizes(path, model_safety.read_configuration(path))
+    safety.check_sizes(path, safety.read_configuration(path))
 
 
 def test_weights_entries_larger_than_their_arrays_or_deflated_bombs_are_refused(plain, folder):
@@ -285,14 +285,14 @@ def test_weights_entries_larger_than_their_arrays_or_deflated_bombs_are_refused(
     padded = folder / "padded.keras"
     with zipfile.ZipFile(padded, "w") as zf:  # stored, as Keras writes, with 8 MiB of zeros after the file
         for name, data in entries.items():
-            zf.writestr(name, data + bytes(8 << 20) if name == model_safety.WEIGHTS_FILE else data)
+            zf.writestr(name, data + bytes(8 << 20) if name == safety.WEIGHTS_FILE else data)
     message, _ = refused(padded)
     assert "has a weights file of 8.01 MiB whose arrays hold 88 B" in message
     assert "their size plus an eighth and 1.04 MiB for the file's own bookkeeping of 10 groups" in message
     deflated = folder / "deflated.keras"
     with zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in entries.items():
-            zf.writestr(name, data + bytes(64 << 20) if name == model_safety.WEIGHTS_FILE else data)
+            zf.writestr(name, data + bytes(64 << 20) if name == safety.WEIGHTS_FILE else data)
     message, _ = refused(deflated)
     assert "that expands from" in message and "10 times its size in the file" in message
 
@@ -306,7 +306,7 @@ def test_a_config_entry_over_two_mib_is_refused(plain, folder):
         for name, data in entries.items():
             zf.writestr(name, data)
     with pytest.raises(InvalidSubmission, match="has a config.json of 3 MiB uncompressed"):
-        model_safety.read_configuration(path)
+        safety.read_configuration(path)
 
 
 def test_a_deep_model_of_small_layers_passes(folder):
@@ -319,4 +319,4 @@ def test_a_deep_model_of_small_layers_passes(folder):
     model.optimizer.build(model.trainable_variables)
     path = folder / "deep.keras"
     model.save(path)
-    model_safety.check_sizes(path, model_safety.read_configuration(path))
+    safety.check_sizes(path, safety.read_configuration(path))

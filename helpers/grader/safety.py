@@ -1,7 +1,7 @@
 """Check a submitted .keras file before Keras loads it: no code in it, nothing too large in it.
 
-The grader (``helpers.grading``, taught in notebook 4) runs these checks on every submission
-before ``keras.saving.load_model``. A ``.keras`` file is a zip of ``config.json`` (the
+The grader (``python -m helpers.grading``, taught in notebook 4) runs these checks on every
+submission before ``keras.saving.load_model``. A ``.keras`` file is a zip of ``config.json`` (the
 architecture), ``model.weights.h5`` (the weights) and ``metadata.json``. Two things in it can
 hurt the machine that grades it:
 

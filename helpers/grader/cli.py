@@ -1,0 +1,252 @@
+"""The grader's command line, ``python -m helpers.grading``: one file, a class, a test set."""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from helpers import config
+from helpers.download import DataError, sha256_file
+from helpers.grader import identity, limits, scoring, tables, testset, workers
+from helpers.grader.safety import InvalidSubmission, size_text
+
+EXIT = {"pass": 0, "fail": 1, "invalid": 2}
+EXIT_CANNOT_GRADE = workers.EXIT_CANNOT_GRADE  # the set-up (test data, Keras), not the submission
+DEFAULT_JOBS = 2
+POINTS = 100.0
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.grading",
+        description="Grade M2NIST segmentation models (.keras files) on the course's test split, "
+                    "or a class's folder of them (Canvas and Moodle downloads included).",
+        epilog="Pass: grade above 60, decided on the grade rounded to 2 decimals. Exit codes: "
+               "0 pass, 1 fail, 2 invalid submission or an empty folder (a folder: 0 once "
+               "every file has a verdict), 3 cannot grade at all (no test data, or Keras "
+               "older than 3.11).")
+    parser.add_argument("target", nargs="?", help="a .keras file, or a folder of submissions")
+    parser.add_argument("--json", help="where to write the JSON verdict (default: beside the "
+                                       "model as MODEL.grade.json, or FOLDER/grades.json)")
+    parser.add_argument("--csv", help="for a folder: where to write the table of files "
+                                      "(default: FOLDER/grades.csv)")
+    parser.add_argument("--out", help="for a folder: where to write students.csv, the LMS "
+                                      "tables and the feedback files (default: the folder)")
+    parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
+                        help=f"for a folder: how many files to grade at once, each in a worker "
+                             f"with the limits below (default {DEFAULT_JOBS}; fewer when the "
+                             "machine's memory cannot hold that many memory limits)")
+    parser.add_argument("--timeout", type=float, default=workers.TIMEOUT,
+                        help=f"seconds one submission may take (default {workers.TIMEOUT})")
+    parser.add_argument("--memory-limit", type=float, default=limits.MEMORY_LIMIT_GB, metavar="GIB",
+                        help=f"the memory one submission's grading may use, in GiB (default "
+                             f"{limits.MEMORY_LIMIT_GB:g}; 0 for no limit; enforced on Linux)")
+    parser.add_argument("--isolate", action="store_true",
+                        help="kept for older scripts: every file is now graded in a worker "
+                             "process with the time and memory limits")
+    parser.add_argument("--url", help="the M2NIST archive the test set comes from, a URL, "
+                                      "file:// URL or path: an M2NIST archive (its fixed split's "
+                                      "test part is used) or a private test set from "
+                                      "--make-test-set (all its images are). Default: "
+                                      "COURSE_M2NIST_URL, else the official archive; in quick "
+                                      "mode, generated data")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="quick", action="store_const", const=True,
+                      help="grade on the generated quick-mode data (default: COURSE_QUICK)")
+    mode.add_argument("--full", dest="quick", action="store_const", const=False,
+                      help="grade on the real M2NIST test split")
+    lms = parser.add_argument_group("tables for a learning-management system")
+    lms.add_argument("--points", type=float, default=POINTS,
+                     help=f"the assignment's maximum score in the LMS; a grade of 100 earns it "
+                          f"(default {POINTS:g})")
+    lms.add_argument("--assignment", default="M2NIST assignment",
+                     help="Canvas: the assignment's column header as a gradebook export shows "
+                          "it, 'Title (id)'")
+    private = parser.add_argument_group("a private test set")
+    private.add_argument("--make-test-set", metavar="ZIP",
+                         help="write a fresh M2NIST-format test archive to ZIP and stop; "
+                              "grade with --url ZIP")
+    private.add_argument("--count", type=int, default=testset.DEFAULT_COUNT,
+                         help=f"its number of images (default {testset.DEFAULT_COUNT})")
+    private.add_argument("--seed", type=int, help="its random seed (default: a new one)")
+    private.add_argument("--digits", choices=["mnist", "sklearn"],
+                         help="its handwritten digits: MNIST (downloaded) or scikit-learn's "
+                              "(offline); default: MNIST when it can be downloaded")
+    return parser
+
+
+def make_test_set(args):
+    """--make-test-set: write a private test archive and say how to use it."""
+    try:
+        path, seed, digits = testset.make_private_test_set(
+            args.make_test_set, args.count, args.seed, args.digits)
+    except (FileExistsError, ValueError, DataError, OSError) as e:
+        print(f"No test set written: {e}")
+        return 2
+    print(f"Wrote {path}: a private M2NIST-format test set of {args.count} images "
+          f"({digits} digits, seed {seed}), SHA-256 {sha256_file(path)}.\n"
+          f"Keep it away from learners. Grade a class on every one of its images with:\n"
+          f"  python -m helpers.grading SUBMISSIONS/ --url {path}")
+    return 0
+
+
+def _jobs(requested, memory_limit):
+    """Return how many workers fit in this machine's memory, saying so when fewer than asked."""
+    available = limits.available_bytes()
+    if memory_limit and available:
+        fits = max(1, available // memory_limit)
+        if requested > fits:
+            print(f"Note: {requested} workers with a memory limit of {size_text(memory_limit)} "
+                  f"each would need {size_text(requested * memory_limit)}; this machine has "
+                  f"{size_text(available)} available, so {fits} grade at once.")
+            return fits
+    return requested
+
+
+def _threads(jobs):
+    """Return TensorFlow threads per worker: the CPUs shared out, or None for one worker."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // jobs) if jobs > 1 else None
+
+
+def _checked_before_loading(path, name):
+    """Return the verdict on a file that fails the checks needing no TensorFlow, else None."""
+    start = time.perf_counter()
+    try:
+        scoring.check_before_loading(path)
+    except InvalidSubmission as e:
+        return scoring.Report(name, "invalid", message=str(e), resources={
+            "seconds": round(time.perf_counter() - start, 3), "refused_before_loading": True})
+    return None
+
+
+def main(argv=None):
+    """Grade a .keras file or a folder of them, or write a private test set; return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.make_test_set:
+        return make_test_set(args)
+    if args.target is None:
+        parser.error("give a .keras file or a folder of submissions (or --make-test-set ZIP)")
+    if not 0 <= args.memory_limit < 2**20:  # also refuses nan and inf
+        parser.error(f"--memory-limit must be a number of GiB, 0 for none; got {args.memory_limit}")
+    if not args.timeout > 0 or args.jobs < 1 or not args.points > 0:
+        parser.error("--timeout and --points must be above 0, and --jobs at least 1")
+    memory_limit = int(args.memory_limit * 2**30)
+    target = Path(args.target)
+    if not target.exists():
+        parser.error(f"{target} does not exist")
+    quick = config.quick_mode() if args.quick is None else args.quick
+    files = tables.submissions_in(target) if target.is_dir() else [target]
+    if not files:
+        print(f"No submissions in {target}.")
+        return 2
+    try:
+        # Before any download, and without importing TensorFlow: each worker checks the
+        # Keras it imports again.
+        scoring.check_keras_version(scoring.installed_keras_version())
+        test_set = testset.load_test_set(quick, args.url)
+    except scoring.CannotGrade as e:
+        print(e)
+        return EXIT_CANNOT_GRADE
+    except DataError as e:
+        print(f"Cannot grade: the test data is not available.\n{e}")
+        return EXIT_CANNOT_GRADE
+    print(f"Grading on the {test_set.description()} (SHA-256 {test_set.sha256}).")
+    if memory_limit and not sys.platform.startswith("linux"):
+        print(f"Note: the memory limit is enforced on Linux only; on {sys.platform} each "
+              "submission has the time limit alone.")
+    jobs = _jobs(min(args.jobs, len(files)), memory_limit) if target.is_dir() else 1
+    with tempfile.TemporaryDirectory(prefix="grading-") as scratch:
+        pool = workers.Pool(jobs, test_set.save(Path(scratch) / "test-set.npz"), memory_limit,
+                            args.timeout, scratch, threads=_threads(jobs))
+        try:
+            if target.is_dir():
+                return _grade_folder(target, files, pool, test_set, args)
+            return _grade_file(target, pool, test_set, args)
+        except scoring.CannotGrade as e:
+            print(e)
+            return EXIT_CANNOT_GRADE
+
+
+def _stamp(report, test_set):
+    report.test_split = test_set.description()
+    report.test_set = test_set.identity()
+    return report
+
+
+def _grade_file(target, pool, test_set, args):
+    report = (_checked_before_loading(target, str(target))
+              or pool.grade_one(target, str(target)))
+    _stamp(report, test_set)
+    print(report.text())
+    out = Path(args.json) if args.json else target.with_name(target.name + ".grade.json")
+    if tables.write_text(out, json.dumps(asdict(report), indent=1) + "\n"):
+        print(f"Verdict written to {out}")
+    return EXIT[report.status]
+
+
+def _grade_folder(target, files, pool, test_set, args):
+    items = identity.submissions(target, files)
+    out = Path(args.out) if args.out else target
+    csv_path = Path(args.csv) if args.csv else target / "grades.csv"
+    json_path = Path(args.json) if args.json else target / "grades.json"
+    n_students = len({s.student.key for s in items})
+    print(f"{len(files)} files from {n_students} students; {pool.jobs} at once, each under "
+          f"{args.timeout:g} s and "
+          f"{size_text(pool.memory_limit) if pool.memory_limit else 'no memory limit'}.\n"
+          f"{identity.RULE}")
+    warning = identity.one_student_warning(items)
+    if warning:
+        print(warning)
+    reports = [None] * len(files)
+
+    def done(task, report):
+        reports[task.index] = _stamp(report, test_set)
+        shown = f"{report.grade:7.2f}" if report.grade is not None else "      -"
+        print(f"{report.submission:<40} {report.status.upper():<8}{shown}  "
+              f"{items[task.index].student.label()}  {report.message}")
+        # Written after every submission: an interrupted run keeps the verdicts so far.
+        finished = [i for i, r in enumerate(reports) if r is not None]
+        tables.write_csv([reports[i] for i in finished], csv_path, [items[i] for i in finished])
+
+    tasks = []
+    for i, (path, item) in enumerate(zip(files, items)):
+        refused = _checked_before_loading(path, item.relative)
+        if refused is not None:
+            done(workers.Task(i, path, item.relative), refused)
+        else:
+            tasks.append(workers.Task(i, path, item.relative))
+    pool.run(tasks, done)
+
+    rows = tables.students(list(zip(items, reports)))
+    counted = {items.index(row.submission) for row in rows}
+    tables.write_csv(reports, csv_path, items, counted)
+    tables.write_json(reports, json_path, items, counted)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [csv_path, json_path, out / "students.csv"]
+    tables.write_students(rows, out / "students.csv", args.points)
+    if any(row.student.lms == "canvas" for row in rows):
+        tables.write_canvas(rows, out / "canvas-grades.csv", args.points, args.assignment)
+        written.append(out / "canvas-grades.csv")
+    if any(row.student.lms == "moodle" for row in rows):
+        tables.write_moodle(rows, out / "moodle-grades.csv", args.points)
+        written.append(out / "moodle-grades.csv")
+    tables.write_feedback(rows, out / "feedback", out / "feedback.zip", args.points,
+                          test_set.short())
+    counts = {s: sum(r.status == s for r in reports) for s in EXIT}
+    ungraded = sum(row.report.status == "invalid" for row in rows)
+    print(f"{len(reports)} files: {counts['pass']} pass, {counts['fail']} fail, "
+          f"{counts['invalid']} invalid. {len(rows)} students"
+          + (f", {ungraded} of them with no gradable file (no score: see their comment)"
+             if ungraded else "") + ".")
+    print("Written: " + ", ".join(map(str, written))
+          + f"; a feedback file per student in {out / 'feedback'} and {out / 'feedback.zip'}.")
+    if pool.replaced:
+        print(f"Workers ended early (a timeout, a crash, out of memory or grown too large) and "
+              f"replaced: {pool.replaced}.")
+    return 0

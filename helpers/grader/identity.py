@@ -1,0 +1,128 @@
+"""Whose file is it: student identities from a folder of submissions, as LMSs write them.
+
+A folder of submissions comes in one of these forms (each file is matched in this order):
+
+- **Moodle**, "Download all submissions": ``<Full Name>_<id>_assignsubmission_file_<file>``
+  when downloaded flat, or a folder per student, ``<Full Name>_<id>_assignsubmission_file/``
+  (Moodle 4.1 and later; ``..._file_/`` before) holding the files as handed in. ``<id>`` is
+  the assignment's participant id, the one its grading worksheet calls "Participant <id>";
+  Moodle replaces "_" in names with spaces, so the name never holds one.
+- **Canvas**, "Download Submissions": ``<lastfirst>_<user id>_<file id>_<file name>``, with
+  ``LATE_`` (older Canvas: ``late_``) before the user id for a late submission and
+  ``anon_<id>`` in place of name and user id when grading is anonymous. ``<lastfirst>`` is
+  the sortable name in lower case without spaces or punctuation; ``<file id>`` is the
+  uploaded file's id; a file handed in twice under one name gets ``-1``, ``-2`` before its
+  extension.
+- **A folder per student**, ``<student>/<any file>`` (the student is the first folder), or
+  **a file per student**, ``<student>.keras`` (the student is the file's name).
+
+Several files from one student: each is graded and **the best grade counts** (``RULE``). An
+LMS's download holds only each student's latest submission, so its files are all parts of
+one attempt; file times after unzipping say nothing reliable about which came last; and
+every file's verdict stays in the full table.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+RULE = ("Several files from one student: each is graded and the best grade counts "
+        "(every file's verdict is in the full table).")
+_MOODLE = re.compile(r"(?P<name>[^_]+)_(?P<id>\d+)_assignsubmission_(?P<plugin>[a-z]+)"
+                     r"(?:_(?P<file>.*))?")
+_CANVAS = re.compile(r"(?P<name>\w+?)_(?:(?P<late>late)_)?(?P<id>\d+)_(?P<file_id>\d+)_(?P<file>.+)",
+                     re.IGNORECASE)
+_CANVAS_ANONYMOUS = re.compile(r"(?:(?P<late>late)_)?anon_(?P<id>[A-Za-z0-9]+)_(?P<file_id>\d+)_"
+                               r"(?P<file>.+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Student:
+    """A student as the folder names them."""
+
+    key: str  # unique in a class: "canvas:12345", "moodle:678", "name:alice"
+    name: str  # "smithjane" (Canvas), "Jane Smith" (Moodle), "alice"
+    lms: str = ""  # "canvas", "moodle", or "" for a folder or file name
+    id: str = ""  # Canvas user id ("anon_..." when anonymous), Moodle participant id
+
+    def label(self):
+        """Return the student as a person reads it: "Jane Smith (Moodle participant 678)"."""
+        what = {"canvas": "Canvas user", "moodle": "Moodle participant"}.get(self.lms)
+        return f"{self.name} ({what} {self.id})" if what else self.name
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One handed-in file and whose it is."""
+
+    path: Path
+    relative: str  # its path in the folder, with "/"
+    student: Student
+    file_id: str = ""  # Canvas: the uploaded file's id, which its re-upload matches on
+    late: bool = False  # Canvas marked it late
+
+
+def identify(relative):
+    """Return (Student, Canvas file id, late) for a file at ``relative`` (a path in the folder)."""
+    parts = PurePosixPath(relative).parts
+    for part in parts:
+        found = _MOODLE.fullmatch(part)
+        if found:
+            return Student(f"moodle:{found['id']}", found["name"], "moodle", found["id"]), "", False
+    found = _CANVAS_ANONYMOUS.fullmatch(parts[-1])
+    if found:
+        user = f"anon_{found['id']}"
+        return Student(f"canvas:{user}", user, "canvas", user), found["file_id"], bool(found["late"])
+    found = _CANVAS.fullmatch(parts[-1])
+    if found:
+        return (Student(f"canvas:{found['id']}", found["name"], "canvas", found["id"]),
+                found["file_id"], bool(found["late"]))
+    name = parts[0] if len(parts) > 1 else PurePosixPath(parts[0]).stem
+    return Student(f"name:{name}", name), "", False
+
+
+def submissions(folder, files):
+    """Return a Submission for each file in ``files`` (paths under ``folder``), in their order.
+
+    A Canvas-looking name inside a subfolder counts as Canvas's only where that folder holds
+    Canvas names of several students (a download unzipped into a folder) or is named after
+    the student; otherwise the folder is the student's, and ``fcn_8_20_epochs.keras`` in it
+    is just a file name.
+    """
+    folder = Path(folder)
+    found = []
+    for path in files:
+        relative = PurePosixPath(Path(path).relative_to(folder).as_posix())
+        found.append((Path(path), relative, *identify(relative)))
+    canvas_ids = {}
+    for _, relative, student, _, _ in found:
+        if student.lms == "canvas":
+            canvas_ids.setdefault(relative.parent, set()).add(student.id)
+    result = []
+    for path, relative, student, file_id, late in found:
+        folders = {part.lower() for part in relative.parts[:-1]}
+        if (student.lms == "canvas" and folders and len(canvas_ids[relative.parent]) < 2
+                and student.name.lower() not in folders):
+            student, file_id, late = Student(f"name:{relative.parts[0]}", relative.parts[0]), "", False
+        result.append(Submission(path, relative.as_posix(), student, file_id, late))
+    return result
+
+
+def best(reports):
+    """Return the index of the report that counts among one student's: the best grade, a graded
+    file before an invalid one, the first in the folder's order on a tie."""
+    return max(range(len(reports)), key=lambda i: (reports[i].status != "invalid",
+                                                    reports[i].grade or 0.0, -i))
+
+
+def one_student_warning(items):
+    """Return a warning when every file of several went to one student named by a folder, or None.
+
+    That is what a folder of submissions wrapped in one more folder looks like.
+    """
+    keys = {s.student.key for s in items}
+    if len(items) > 1 and len(keys) == 1 and next(iter(keys)).startswith("name:"):
+        name = items[0].student.name
+        return (f"Warning: all {len(items)} files were attributed to one student, {name!r}, the "
+                f"folder they are in. If {name}/ holds the class's files, grade that folder.")
+    return None
