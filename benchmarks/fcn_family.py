@@ -52,13 +52,13 @@ def run(fcn, variant, init, params, data):
 
     train_ds, val_ds, test_ds = data
     n_classes = len(datasets.CAMVID_CLASSES)
-    keras.utils.set_random_seed(params["SEED"])  # as the notebook's build()
+    keras.utils.set_random_seed(params["SEED"])  # as the notebook's make_fcn()
     encoder = models.vgg16_encoder((*params["IMAGE_SIZE"], 3), weights=params["ENCODER_WEIGHTS"])
     model = fcn(encoder, n_classes, variant, params["FC_FILTERS"])
     if init == "bilinear":
         models.init_bilinear(model)
     steps, epochs, warmup = int(train_ds.cardinality()), params["EPOCHS"], params["WARMUP_EPOCHS"]
-    schedule = keras.optimizers.schedules.CosineDecay(  # the notebook's train()
+    schedule = keras.optimizers.schedules.CosineDecay(  # the notebook's train_fcn()
         initial_learning_rate=params["LEARNING_RATE"] / 10, warmup_target=params["LEARNING_RATE"],
         warmup_steps=warmup * steps, decay_steps=max(1, (epochs - warmup) * steps),
         alpha=params["FINAL_LR_FRACTION"])
