@@ -262,7 +262,7 @@ def crops_figure(image, truth, predictions, class_names, box, title=None):
         ax.axis("off")
     show_legend(class_names, ax=fig.add_subplot(grid[1, :]))
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=1.04)  # above the panels' own titles
     return fig
 
 
