@@ -1,4 +1,4 @@
-"""Benchmark 6: notebook 1's FCN-32s, FCN-16s and FCN-8s, bilinear versus default upsampling start.
+"""Benchmark 7: notebook 1's FCN-32s, FCN-16s and FCN-8s, bilinear versus default upsampling start.
 
     python -m benchmarks.fcn_family                        # quick-mode data and budget, seeds 42 1 2
     python -m benchmarks.fcn_family --seeds 42 1 2 3 4     # more seeds
