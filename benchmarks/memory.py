@@ -22,9 +22,9 @@ def _fcn8_case(params, toy):
     from benchmarks import common
     from helpers import models
 
-    fcn8 = common.notebook_function("01_fcn8_camvid.ipynb", "fcn8")
+    fcn = common.notebook_function("01_fcn8_camvid.ipynb", "fcn")
     size, filters = ((64, 64), 64) if toy else (params["IMAGE_SIZE"], params["FC_FILTERS"])
-    return (lambda: fcn8(models.vgg16_encoder((*size, 3), weights=None), 12, filters)), size, 12
+    return (lambda: fcn(models.vgg16_encoder((*size, 3), weights=None), 12, "8s", filters)), size, 12
 
 
 def _unet_case(params, toy):

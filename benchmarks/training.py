@@ -4,7 +4,7 @@
     python -m benchmarks.training --steps 2 --size 64 64 --fc-filters 64   # a toy run
     python -m benchmarks.training --configs course ours ours+xla              # XLA on the CPU too
 
-The same model (notebook 1's ``fcn8`` on ``helpers.models.vgg16_encoder``, random weights) and
+The same model (notebook 1's ``fcn(..., variant="8s")`` on ``helpers.models.vgg16_encoder``, random weights) and
 the same batch of random frames, trained for a few steps:
 
 - course: one-hot int32 labels, categorical cross-entropy, SGD with Nesterov momentum (the
@@ -37,10 +37,10 @@ def build(config, size, fc_filters, strategy):
     # The dtype policy is read when layers are built: float32 for the course, 16-bit on a GPU for ours.
     keras.mixed_precision.set_global_policy("float32")
     mixed = config["mixed"] and distribute.use_mixed_precision(strategy)
-    fcn8 = common.notebook_function("01_fcn8_camvid.ipynb", "fcn8")
+    fcn = common.notebook_function("01_fcn8_camvid.ipynb", "fcn")
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        model = fcn8(models.vgg16_encoder((*size, 3), weights=None), N_CLASSES, fc_filters)
+        model = fcn(models.vgg16_encoder((*size, 3), weights=None), N_CLASSES, "8s", fc_filters)
         if config["sparse"]:
             model.compile(optimizer=keras.optimizers.Adam(1e-4),
                           loss="sparse_categorical_crossentropy",

@@ -1,10 +1,14 @@
-"""Notebook 1's FCN-8 encoder, kept out of the notebook because the benchmarks build it too.
+"""Notebook 1's FCN encoder and its upsampling initialisation, kept out of the notebook
+because the benchmarks and the figures build the FCNs too.
 
-``vgg16_encoder``: keras.applications' VGG-16 with ImageNet weights when they can be had,
-random weights (and a printed note) otherwise.
+- ``vgg16_encoder``: keras.applications' VGG-16 with ImageNet weights when they can be had,
+  random weights (and a printed note) otherwise.
+- ``bilinear_kernel`` and ``init_bilinear``: the FCN paper's initialisation of the
+  ``Conv2DTranspose`` upsampling layers, as bilinear interpolation.
 """
 
 import keras
+import numpy as np
 from keras import layers
 
 # ImageNet mean of the Caffe-trained VGG weights, in RGB order.
@@ -46,3 +50,50 @@ def vgg16_encoder(input_shape=(224, 224, 3), weights="imagenet"):
         first.set_weights([kernel[:, :, ::-1, :], bias])
     return keras.Model(inputs, [base.get_layer(name).output for name in VGG_FEATURES],
                        name="vgg16_encoder")
+
+
+def bilinear_kernel(size, channels):
+    """Return a (size, size, channels, channels) ``Conv2DTranspose`` kernel that upsamples bilinearly.
+
+    With ``strides = size // 2`` and ``padding="same"`` it reproduces
+    ``tf.image.resize(..., "bilinear")`` (and ``UpSampling2D(interpolation="bilinear")``) except
+    in the outer ``size // 4`` pixels, where the transposed convolution sees zeros beyond the
+    border. Each channel is spread into its own output channel only. The filter is the FCN
+    paper's (Long, Shelhamer and Darrell 2015, ``upsample_filt`` in their code): a tent
+    ``1 - |i - centre| / factor`` along each axis. Taught in notebook 1.
+    """
+    if size < 1 or channels < 1:
+        raise ValueError(f"A kernel needs a size and channels of at least 1, not {size} and {channels}.")
+    factor = (size + 1) // 2
+    centre = factor - 1 if size % 2 else factor - 0.5
+    tent = 1 - np.abs(np.arange(size) - centre) / factor
+    kernel = np.zeros((size, size, channels, channels), np.float32)
+    kernel[:, :, np.arange(channels), np.arange(channels)] = np.outer(tent, tent)[..., None]
+    return kernel
+
+
+def init_bilinear(model):
+    """Set every ``Conv2DTranspose`` of ``model`` to bilinear upsampling; return the layers' names.
+
+    Each must map n channels to n with a square kernel of twice its stride (notebook 1's FCN
+    upsamplings do); its bias, if any, is set to zero. Setting the weights after building
+    (rather than a custom initializer) keeps the saved ``.keras`` file plain Keras, loadable
+    with ``safe_mode=True``. Taught in notebook 1.
+    """
+    names = []
+    for layer in model.layers:
+        if not isinstance(layer, layers.Conv2DTranspose):
+            continue
+        size, width, out_channels, in_channels = layer.kernel.shape
+        if size != width or out_channels != in_channels or tuple(layer.strides) != (size // 2,) * 2 \
+                or size % 2:
+            raise ValueError(
+                f"Layer {layer.name!r} cannot start as bilinear upsampling: it needs n -> n channels "
+                f"and a square kernel twice its stride, but has a {size}x{width} kernel, strides "
+                f"{tuple(layer.strides)}, {in_channels} -> {out_channels} channels.")
+        weights = [bilinear_kernel(size, in_channels)]
+        if layer.use_bias:
+            weights.append(np.zeros(out_channels, np.float32))
+        layer.set_weights(weights)
+        names.append(layer.name)
+    return names

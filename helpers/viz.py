@@ -316,3 +316,48 @@ def epoch_predictions(image, truth, class_names, folder=None, show=True):
             plt.close(fig)
 
     return EpochPredictions()
+def crops_figure(image, truth, predictions, class_names, box, title=None):
+    """Draw a frame with a box on it, then that crop of the truth and of each prediction; return the figure.
+
+    ``predictions`` maps a model's name to its label map of the whole frame; ``box`` is
+    (top, left, height, width). Crops are drawn pixel for pixel (no smoothing), so the blocks
+    a coarse upsampling leaves stay visible; the legend names the colours. First used in
+    notebook 1, to compare FCN-32s, FCN-16s and FCN-8s on one boundary.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    top, left, height, width = (int(v) for v in box)
+    truth = _label_map(truth)
+    if height < 1 or width < 1 or top < 0 or left < 0 or top + height > truth.shape[0] \
+            or left + width > truth.shape[1]:
+        raise ValueError(f"The box {tuple(box)} (top, left, height, width) does not fit in the "
+                         f"{truth.shape[0]}x{truth.shape[1]} frame.")
+    n_classes = len(class_names)
+    crop = (slice(top, top + height), slice(left, left + width))
+    panels = [("ground truth", truth)] + [(name, _label_map(p)) for name, p in predictions.items()]
+    fig = plt.figure(figsize=(3.2 * (len(panels) + 1), 3.2))
+    grid = fig.add_gridspec(2, len(panels) + 1, height_ratios=[4, 1], hspace=0.05, wspace=0.05)
+    ax = fig.add_subplot(grid[0, 0])
+    ax.imshow(to_uint8(image))
+    ax.add_patch(Rectangle((left - 0.5, top - 0.5), width, height, fill=False, edgecolor="white",
+                           linewidth=2))
+    ax.set_title("frame (box: the crop)")
+    ax.axis("off")
+    for column, (name, labels) in enumerate(panels, start=1):
+        ax = fig.add_subplot(grid[0, column])
+        ax.imshow(colorize(labels, n_classes)[crop], interpolation="nearest")
+        ax.set_title(name)
+        ax.axis("off")
+    show_legend(class_names, ax=fig.add_subplot(grid[1, :]))
+    if title:
+        fig.suptitle(title, y=1.04)  # above the panels' own titles
+    return fig
+
+
+def show_crops(image, truth, predictions, class_names, box, title=None):
+    """Show a frame, its box, and that crop of the truth and of each prediction (see ``crops_figure``)."""
+    import matplotlib.pyplot as plt
+
+    crops_figure(image, truth, predictions, class_names, box, title)
+    plt.show()

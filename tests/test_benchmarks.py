@@ -2,7 +2,7 @@
 
 import sys
 
-from benchmarks import common, mask_rcnn, memory, notebooks, pipeline, training
+from benchmarks import common, fcn_family, mask_rcnn, memory, notebooks, pipeline, training
 
 
 def test_pipeline_benchmark_compares_like_for_like_batches(capsys, monkeypatch):
@@ -71,3 +71,17 @@ def test_mask_rcnn_benchmark_scores_the_shipped_weights(capsys):
     scores = json.loads(out.strip().splitlines()[-1])
     assert scores["scenes"] == 3 and scores["instances"] > 3 and 0 < scores["AP"] <= scores["AP50"] <= 1
     assert "AP50" in out and "training time recorded with the weights" in out
+
+
+def test_fcn_family_benchmark_trains_the_notebooks_fcn_and_compares_the_starts(small_camvid_zip):
+    results = fcn_family.measure([0], ["32s"], ["default"], url=small_camvid_zip.as_uri(),
+                                 overrides={"IMAGE_SIZE": (32, 32), "FC_FILTERS": 8, "EPOCHS": 1})
+    assert [(r["variant"], r["init"], r["seed"]) for r in results] == [("32s", "default", 0)]
+    assert 0 <= results[0]["mean_iou"] <= 1 and set(results[0]["thin_iou"]) == set(fcn_family.THIN)
+    # The report pairs the starts seed by seed: bilinear better in 1 of 2, +0.05 on average.
+    made_up = [dict(results[0], seed=seed, init=init, mean_iou=iou)
+               for seed, init, iou in [(0, "bilinear", 0.5), (0, "default", 0.3),
+                                       (1, "bilinear", 0.2), (1, "default", 0.3)]]
+    text = fcn_family.report(made_up)
+    assert "FCN-32s: bilinear better in 1 of 2 seeds, mean IoU +0.050 on average" in text
+    assert "0.200-0.500" in text and "0.300-0.300" in text  # each start's range over the seeds

@@ -27,7 +27,7 @@ def test_define_runs_a_cell_with_keras_at_hand():
 
 
 def test_notebook_function_finds_the_notebooks_model_or_says_it_is_missing():
-    assert callable(notebook_code.notebook_function("01_fcn8_camvid.ipynb", "fcn8"))
+    assert callable(notebook_code.notebook_function("01_fcn8_camvid.ipynb", "fcn"))
     with pytest.raises(LookupError, match="no function nothing_here"):
         notebook_code.notebook_function("01_fcn8_camvid.ipynb", "nothing_here")
 
