@@ -7,20 +7,13 @@ costs no memory; the whole file takes a few seconds.
 import pytest
 from PIL import Image
 
-import fcn_contract
 from helpers import figures, mask_rcnn
 
 
 @pytest.fixture(scope="module")
 def described():
-    """Each figure's description from today's models, built once for the module.
-
-    The FCNs come from the contract copy of notebook 1's fcn (the notebook gains it in another
-    branch); test_committed_fcn_figure_matches_notebook_1 checks the notebook's own.
-    """
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(figures, "fcn_function", lambda: fcn_contract.fcn)
-        return {name: figures.describe_figure(name) for name in figures.FIGURES}
+    """Each figure's description from today's models (notebook 1's own fcn), built once."""
+    return {name: figures.describe_figure(name) for name in figures.FIGURES}
 
 
 @pytest.fixture(scope="module")
@@ -114,15 +107,9 @@ def test_committed_figures_match_their_models(described, name):
         f"{name}.png is stale: redraw it with python -m helpers.figures"
 
 
-@pytest.mark.xfail(raises=LookupError, strict=True,
-                   reason="notebook 1 defines fcn(encoder, n_classes, variant, fc_filters) in the FCN-family "
-                          "branch (issue 16); once merged this passes: remove this mark")
-def test_committed_fcn_figure_matches_notebook_1():
-    assert figures.check(["fcn"]) == []
-
-
 def _fcn_without_pool3_skip(encoder, n_classes, variant="8s", fc_filters=4096):
-    return fcn_contract.fcn(encoder, n_classes, "16s" if variant == "8s" else variant, fc_filters)
+    fcn = figures.notebook_code.notebook_function("01_fcn8_camvid.ipynb", "fcn")
+    return fcn(encoder, n_classes, "16s" if variant == "8s" else variant, fc_filters)
 
 
 def _unet_half_as_wide(input_shape, n_classes, base_filters=64, depth=4, dropout=0.3):
