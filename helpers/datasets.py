@@ -86,7 +86,7 @@ def download_camvid(url=None, quick=None, root=None):
     The source is ``url`` if given, else ``COURSE_CAMVID_URL``, else the official archive
     (in quick mode: a generated archive in the same layout); see ``download.fetch``.
     """
-    return download.fetch("camvid", url, quick, root)
+    return download.fetch("camvid", check_camvid_tree, url, quick, root)
 
 
 def sequence_name(path):

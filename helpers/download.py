@@ -9,7 +9,6 @@ import contextlib
 import errno
 import hashlib
 import http.client
-import importlib
 import json
 import os
 import shutil
@@ -228,12 +227,16 @@ def fetch_archive(url, name, *, sha256=None, check_tree=None, what=None, mirror_
 
 @dataclass(frozen=True)
 class Source:
-    """Where a dataset's archive comes from and how it is checked (see ``fetch``)."""
+    """Where a dataset's archive comes from and what it holds (see ``fetch``).
+
+    How a tree is checked belongs to the dataset's module (``datasets.check_camvid_tree``,
+    ``m2nist.read_m2nist``), which passes its check to ``fetch``: those modules import this
+    one, so it names none of them.
+    """
 
     title: str              # in messages: "the <title> archive"
     url: str                # the official archive; COURSE_<NAME>_URL names a mirror
-    check: str              # "module.function" in helpers, called as check(folder, counts)
-    counts: object          # what the official archive holds, in the form ``check`` takes
+    counts: object          # what the official archive holds, in the form the check takes
     quick_counts: object    # what quick mode generates
     generate: Callable      # generate(path, quick_counts) writes quick mode's archive
     sha256: str | None = None        # the official archive's hash, where it is published
@@ -245,8 +248,8 @@ DATASETS = {
         title="CamVid",
         url="https://storage.googleapis.com/learning-datasets/fcnn-dataset.zip",
         # No SHA-256 has been published with it; until one is pinned here the archive is
-        # validated by structure and its hash is recorded on first download.
-        check="datasets.check_camvid_tree",
+        # validated by structure (datasets.check_camvid_tree) and its hash is recorded on
+        # first download.
         counts={"train": 367, "test": 101},
         quick_counts={"train": 48, "test": 16},
         generate=lambda path, counts: synthetic.write_camvid_archive(
@@ -254,7 +257,7 @@ DATASETS = {
     "m2nist": Source(
         title="M2NIST",
         url="https://storage.googleapis.com/tensorflow-1-public/tensorflow-3-temp/m2nist.zip",
-        check="m2nist.read_m2nist",  # no published hash either
+        # No published hash either: checked by m2nist.read_m2nist.
         counts=5000,
         quick_counts=1200,  # 960 / 192 / 48 in the fixed split
         generate=lambda path, count: synthetic.write_m2nist_archive(path, seed=0, count=count),
@@ -263,12 +266,14 @@ DATASETS = {
 }
 
 
-def fetch(name, url=None, quick=None, root=None):
+def fetch(name, check, url=None, quick=None, root=None):
     """Download (or in quick mode generate) the dataset ``name`` once; return its checked folder.
 
     The archive comes from ``url`` if given, else the dataset's mirror variable, else its
     official URL (in quick mode: an archive generated in the same format). Quick and full
-    data are cached apart, in ``<name>-quick`` and ``<name>``.
+    data are cached apart, in ``<name>-quick`` and ``<name>``. ``check(folder, counts)``
+    raises ``DataError`` for an extracted tree that is not the dataset (``counts``: the
+    registry's, or None for a mirror that may hold another number).
     """
     if name not in DATASETS:
         raise ValueError(f"No dataset {name!r} in the registry; it has {', '.join(sorted(DATASETS))}.")
@@ -282,9 +287,6 @@ def fetch(name, url=None, quick=None, root=None):
     url = url or source.url
     official = url == source.url
     counts = source.counts if official or (source.check_mirror_counts and not quick) else None
-    # Named, not imported above: the dataset modules import this one.
-    module, function = source.check.split(".")
-    check = getattr(importlib.import_module(f"helpers.{module}"), function)
     return fetch_archive(
         url, f"{name}-quick" if quick else name, sha256=source.sha256 if official else None,
         check_tree=lambda tree: check(tree, counts), what=f"the {source.title} archive",

@@ -83,7 +83,7 @@ def read_m2nist(tree, expected_count=None):
 
 def download_m2nist(url=None, quick=None, root=None):
     """Download (or in quick mode generate) M2NIST and return its extracted folder."""
-    return download.fetch("m2nist", url, quick, root)
+    return download.fetch("m2nist", read_m2nist, url, quick, root)
 
 
 def split_indices(count, seed=SPLIT_SEED):
