@@ -107,7 +107,12 @@ def grade_folder(folder, url, jobs, out):
 
 
 def one_file_at_a_time(paths, url):
-    """Grade ``paths`` with the single-file command, one after another; return mean (wall, CPU)."""
+    """Grade ``paths`` with the single-file command, one after another; return mean (wall, CPU).
+
+    None when ``paths`` is empty (``--single 0``: not timed).
+    """
+    if not paths:
+        return None
     walls, cpus = [], []
     for path in paths:
         _, wall, cpu, _ = measured([sys.executable, "-m", "helpers.grading", str(path), "--url", url,
@@ -126,9 +131,10 @@ def report(runs, single, files, kind):
                      f"{per_file:.2f}", f"{r['worker_s_per_file']:.2f}", f"{r['peak_rss_mib']:.0f}",
                      f"{r['workers']}; +{r['worker_data_growth_mib']:.0f} MiB over "
                      f"{r['files_per_worker']} files", f"{per_file * CLASS:.0f}"])
-    wall, cpu = single
-    rows.append(["one file per command", f"{wall * files:.0f} (est.)", f"{cpu * files:.0f} (est.)",
-                 f"{wall:.2f}", "", "", "1 per file", f"{wall * CLASS:.0f}"])
+    if single is not None:
+        wall, cpu = single
+        rows.append(["one file per command", f"{wall * files:.0f} (est.)", f"{cpu * files:.0f} (est.)",
+                     f"{wall:.2f}", "", "", "1 per file", f"{wall * CLASS:.0f}"])
     same = len({json.dumps(r["verdicts"], sort_keys=True) for r in runs}) == 1
     best = min(r["wall_s"] / files * CLASS for r in runs)
     return "\n".join([
@@ -156,12 +162,15 @@ def main(argv=None):
                                                       digits="sklearn")
         url = archive.as_uri()
         os.environ["COURSE_DATA_DIR"] = str(scratch / "data")  # the grader's cache, and the workers'
-        runs = [grade_folder(scratch / "class", url, jobs, scratch / f"jobs-{jobs}") for jobs in args.jobs]
+        runs = []
+        for jobs in args.jobs:  # each run's figures printed as it ends: a long class can be read early
+            runs.append(grade_folder(scratch / "class", url, jobs, scratch / f"jobs-{jobs}"))
+            print(json.dumps({k: v for k, v in runs[-1].items() if k != "verdicts"}), flush=True)
         single = one_file_at_a_time(paths[:args.single], url)
         text = report(runs, single, args.files, args.kind)
     print(text)
     print(json.dumps({"runs": [{k: v for k, v in r.items() if k != "verdicts"} for r in runs],
-                      "single_file": {"wall_s": single[0], "cpu_s": single[1]}}))
+                      "single_file": None if single is None else {"wall_s": single[0], "cpu_s": single[1]}}))
     return 0 if all(r["exit"] == 0 for r in runs) else 1
 
 
