@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -641,22 +642,37 @@ def test_a_submission_that_takes_too_long_gets_a_verdict_not_a_hang(untrained_mo
     assert row["status"] == "invalid" and "longer than 0.05 s" in row["message"]
 
 
-def graded_measured(command, seconds=300):
-    """Run ``command``; return (exit code, peak RSS in bytes of its largest process).
+# Runs a command as its child and reports that child's tree's peak RSS. Measured from a fresh,
+# small process on purpose: Linux carries a process's peak RSS across exec, so a command forked
+# straight from this test process would report this process's RSS (gigabytes, late in a suite)
+# as its own. A child of this small launcher starts from the launcher's few megabytes.
+_PEAK_LAUNCHER = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[1:])
+print("\\nPEAK_RSS_KIB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, flush=True)
+sys.exit(code)
+"""
 
-    wait4 returns the child's resource usage together with its own reaped children's (here:
-    the grading workers), so the peak covers the whole process tree.
+
+def graded_measured(command, seconds=300):
+    """Run ``command``; return (exit code, peak RSS in bytes of its largest process, output).
+
+    The peak is the largest of the command's process and its reaped children (here: the
+    grading workers), so it covers the whole process tree.
     """
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             cwd=REPO_DIR, env={**os.environ, "COURSE_QUICK": "1"})
-    watchdog = threading.Timer(seconds, child.kill)
+    child = subprocess.Popen([sys.executable, "-c", _PEAK_LAUNCHER, *command], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, cwd=REPO_DIR, start_new_session=True,
+                             env={**os.environ, "COURSE_QUICK": "1"})
+    watchdog = threading.Timer(seconds, os.killpg, (child.pid, signal.SIGKILL))
     watchdog.start()
     try:
         output = child.stdout.read().decode(errors="replace")
-        _, status, usage = os.wait4(child.pid, 0)
+        code = child.wait()
     finally:
         watchdog.cancel()
-    return os.waitstatus_to_exitcode(status), usage.ru_maxrss << 10, output  # Linux: KiB
+    output, _, peak = output.rpartition("\nPEAK_RSS_KIB ")
+    assert peak.strip().isdigit(), f"the command was killed after {seconds} s: {output[-3000:]}"
+    return code, int(peak) << 10, output  # Linux: KiB
 
 
 def test_files_declaring_gigabytes_are_refused_quickly_within_bounded_memory(bombs, tmp_path):
