@@ -29,6 +29,11 @@ from helpers.grader.scoring import Report
     ("anon_k3J9x_678_model.keras", "canvas:anon_k3J9x", "anon_k3J9x", "678", False),
     ("LATE_anon_k3J9x_678_model.keras", "canvas:anon_k3J9x", "anon_k3J9x", "678", True),
     ("núñezjosé_77_88_model.keras", "canvas:77", "núñezjosé", "88", False),
+    # Canvas keeps combining marks (Devanagari, Thai, decomposed accents), which \\w does not match.
+    ("sharmaप्रिया_555_66_model.keras", "canvas:555", "sharmaप्रिया", "66", False),
+    ("วิชัยสม_556_67_model.keras", "canvas:556", "วิชัยสม", "67", False),
+    ("nu\u0301n\u0303ezjose\u0301_557_68_model.keras", "canvas:557", "nu\u0301n\u0303ezjose\u0301", "68", False),
+    ("smithjane_12345_680_MODEL.KERAS", "canvas:12345", "smithjane", "680", False),
     ("smithjane/smithjane_12345_678_model.keras", "canvas:12345", "smithjane", "678", False),
     # Moodle: flat, a folder per student (4.1+: no trailing "_"), blind marking, nested files.
     ("Jane Smith_45_assignsubmission_file_model.keras", "moodle:45", "Jane Smith", "", False),
@@ -59,8 +64,26 @@ def test_a_canvas_looking_file_name_in_a_students_folder_stays_that_students(tmp
     assert [s.student.key for s in found] == ["name:alice", "name:bob", "canvas:1", "canvas:2",
                                               "canvas:3"]
     assert identity.one_student_warning(found) is None
+    # Two of one student's own names with numbers in them: "user ids" 8 and 16, and a shared
+    # "file id" 20, which no Canvas download has (file ids are unique across Canvas).
+    own = identity.submissions(tmp_path, [tmp_path / "alice" / n for n in
+                                          ("fcn_8_20_epochs.keras", "fcn_16_20_epochs.keras")])
+    assert [s.student.key for s in own] == ["name:alice", "name:alice"]
     wrapped = identity.submissions(tmp_path, [tmp_path / "class" / n for n in ("alice.keras", "bob.keras")])
     assert "all 2 files were attributed to one student, 'class'" in identity.one_student_warning(wrapped)
+
+
+@pytest.mark.parametrize("relative, what", [
+    ("José Núñez_47_assignsubmission_onlinetext/onlinetext.html", "Moodle onlinetext entry"),
+    ("José Núñez_47_assignsubmission_onlinetext_onlinetext.html", "Moodle onlinetext entry"),
+    ("smithjane_12345_text.html", "Canvas text entry"),
+    ("smithjane_LATE_12345_link.html", "Canvas link entry"),
+    ("Jane Smith_45_assignsubmission_file/model.keras", None),
+    ("smithjane_12345_678_text.html", None),  # a handed-in file that happens to be so named
+    ("alice/model.keras", None),
+])
+def test_lms_entries_that_are_not_handed_in_files_are_named(relative, what):
+    assert identity.not_a_file_submission(relative) == what
 
 
 def report(name, status, grade=None, message=""):
@@ -125,6 +148,35 @@ def test_the_student_table_has_a_score_a_maximum_and_a_short_comment(rows, tmp_p
     assert table["carol"]["score"] == "" and "notes.txt is not a .keras file" in table["carol"]["comment"]
 
 
+def test_names_and_messages_are_never_formulas_in_a_spreadsheet(tmp_path):
+    names = ["=1+2_45_assignsubmission_file_model.keras", "@SUM(1+1)_46_assignsubmission_file_m.keras",
+             "-2+3/model.keras", "+cmd.keras", "plain/model.keras"]
+    items = identity.submissions(tmp_path, [tmp_path / n for n in names])
+    reports = [report(n, "invalid", message=f"=HYPERLINK(\"http://x\") {n}") for n in names]
+    rows = tables.students(list(zip(items, reports)))
+    tables.write_students(rows, tmp_path / "s.csv", 100)
+    tables.write_moodle(rows, tmp_path / "m.csv", 100)
+    tables.write_csv(reports, tmp_path / "g.csv", items, {0})
+    for table in ("s.csv", "m.csv", "g.csv"):
+        for row in csv.reader(open(tmp_path / table, encoding="utf-8")):
+            for cell in row:
+                assert cell[:1] not in ("=", "+", "-", "@") or cell.lstrip("+-").replace(".", "").isdigit(), (table, cell)
+    students = {r["student"] for r in csv.DictReader(open(tmp_path / "s.csv"))}
+    assert students == {"'=1+2", "'@SUM(1+1)", "'-2+3", "'+cmd", "plain"}  # the name, shown as text
+    assert {r["Identifier"] for r in csv.DictReader(open(tmp_path / "m.csv"))} == {"Participant 45", "Participant 46"}
+
+
+def test_feedback_names_keep_moodles_participant_id_and_differ_beyond_case(tmp_path):
+    names = ["Jane?_45_assignsubmission_file_model.keras", "Ann*Lee_46_assignsubmission_file_m.keras",
+             "Alice/model.keras", "alice/model.keras"]
+    items = identity.submissions(tmp_path, [tmp_path / n for n in names])
+    rows = tables.students(list(zip(items, [report(n, "pass", 70.0) for n in names])))
+    written = tables.write_feedback(rows, tmp_path / "fb", tmp_path / "fb.zip", 100, "t")
+    ids = sorted(n.split("_")[1] for n in written if "assignsubmission" in n)
+    assert ids == ["45", "46"]  # Moodle splits on "_": the id must stay the second part
+    assert len({n.lower() for n in written}) == len(written) == 4
+
+
 def test_feedback_files_are_named_so_each_lms_files_them_back_with_the_student(rows, tmp_path):
     written = tables.write_feedback(rows, tmp_path / "feedback", tmp_path / "feedback.zip", 100,
                                     "t.zip (20 images, SHA-256 abab...)")
@@ -174,6 +226,35 @@ def test_what_a_run_writes_is_never_graded_as_a_submission_but_look_alikes_are(r
         zf.writestr("model.keras", b"x")
     (folder / "scores.csv").write_text("Student,ID\nme,1\n")
     assert [p.name for p in tables.submissions_in(folder)] == ["model.zip", "notes.txt", "scores.csv"]
+    # Inside a student's folder a name alone says nothing: their grades.csv is their file.
+    student = folder / "Jane Smith_45_assignsubmission_file"
+    student.mkdir()
+    (student / "grades.csv").write_text("my own table\n")
+    (student / "model.keras.grade.json").write_text('{"mine": 1}\n')
+    # A link planted in a class folder is neither graded nor written through.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (folder / "students.csv").symlink_to(victim)
+    skipped = []
+    found = [p.relative_to(folder).as_posix() for p in tables.submissions_in(folder, skipped)]
+    assert found == ["Jane Smith_45_assignsubmission_file/grades.csv",
+                     "Jane Smith_45_assignsubmission_file/model.keras.grade.json",
+                     "model.zip", "notes.txt", "scores.csv"]
+    assert folder / "students.csv" in skipped and folder / "files.csv" in skipped
+    assert tables.write_students(rows, folder / "students.csv", 100)
+    assert victim.read_text() == "keep me\n" and not (folder / "students.csv").is_symlink()
+
+
+def test_an_output_folder_that_is_a_file_is_refused_before_any_grading(tmp_path):
+    import subprocess
+
+    (tmp_path / "class").mkdir()
+    (tmp_path / "class" / "alice.keras").write_bytes(b"not graded")
+    (tmp_path / "taken").write_text("a file\n")
+    run = subprocess.run([sys.executable, "-m", "helpers.grading", str(tmp_path / "class"),
+                          "--out", str(tmp_path / "taken")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "is a file; give a folder" in run.stderr
+    assert not (tmp_path / "class" / "grades.csv").exists()
 
 
 def test_a_private_test_set_is_built_checked_and_graded_on_whole(tmp_path, monkeypatch, capsys):

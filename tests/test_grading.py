@@ -24,7 +24,7 @@ from zip_tools import rewrite_zip
 
 from helpers import download, grading, m2nist, metrics, synthetic
 from helpers.config import REPO_DIR
-from helpers.grader import limits, safety, testset, workers
+from helpers.grader import limits, safety, scoring, testset, workers
 
 GIB = 1 << 30
 
@@ -673,6 +673,15 @@ def graded_measured(command, seconds=300):
     output, _, peak = output.rpartition("\nPEAK_RSS_KIB ")
     assert peak.strip().isdigit(), f"the command was killed after {seconds} s: {output[-3000:]}"
     return code, int(peak) << 10, output  # Linux: KiB
+
+
+def test_an_upper_case_keras_extension_is_a_keras_file(bombs, tmp_path):
+    shouting = tmp_path / "smithjane_12345_680_MODEL.KERAS"
+    shouting.write_bytes((bombs["weights"].parent / "plain.keras").read_bytes())
+    config = scoring.check_before_loading(shouting)  # Canvas keeps the name as handed in
+    assert config["class_name"] == "Functional"
+    with pytest.raises(safety.InvalidSubmission, match="is not a .keras file"):
+        scoring.check_before_loading(shouting.rename(tmp_path / "model.h5"))
 
 
 def test_files_declaring_gigabytes_are_refused_quickly_within_bounded_memory(bombs, tmp_path):

@@ -141,7 +141,19 @@ def main(argv=None):
     if not target.exists():
         parser.error(f"{target} does not exist")
     quick = config.quick_mode() if args.quick is None else args.quick
-    files = tables.submissions_in(target) if target.is_dir() else [target]
+    if target.is_dir() and args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"--out {args.out} is a file; give a folder for the tables and feedback")
+    skipped = []
+    files = tables.submissions_in(target, skipped) if target.is_dir() else [target]
+    if skipped:
+        print(f"Not graded ({len(skipped)}): links, and tables or feedback an earlier run wrote: "
+              + ", ".join(p.relative_to(target).as_posix() for p in skipped))
+    entries = [(p, identity.not_a_file_submission(p.relative_to(target).as_posix()))
+               for p in files] if target.is_dir() else []
+    if any(what for _, what in entries):
+        print("Not graded: LMS entries that are not handed-in files: " + ", ".join(
+            f"{p.relative_to(target).as_posix()} ({what})" for p, what in entries if what))
+        files = [p for p, what in entries if not what]
     if not files:
         print(f"No submissions in {target}.")
         return 2
@@ -227,7 +239,11 @@ def _grade_folder(target, files, pool, test_set, args):
     counted = {items.index(row.submission) for row in rows}
     tables.write_csv(reports, csv_path, items, counted)
     tables.write_json(reports, json_path, items, counted)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # the verdicts above and in grades.csv still stand
+        print(f"Could not write into {out} ({e}); choose another place with --out")
+        return 0
     written = [csv_path, json_path, out / "students.csv"]
     tables.write_students(rows, out / "students.csv", args.points)
     if any(row.student.lms == "canvas" for row in rows):

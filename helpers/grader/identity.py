@@ -30,8 +30,14 @@ RULE = ("Several files from one student: each is graded and the best grade count
         "(every file's verdict is in the full table).")
 _MOODLE = re.compile(r"(?P<name>[^_]+)_(?P<id>\d+)_assignsubmission_(?P<plugin>[a-z]+)"
                      r"(?:_(?P<file>.*))?")
-_CANVAS = re.compile(r"(?P<name>\w+?)_(?:(?P<late>late)_)?(?P<id>\d+)_(?P<file_id>\d+)_(?P<file>.+)",
+# Canvas keeps any letter of a name, combining marks included (Devanagari, Thai, decomposed
+# accents), which Python's \\w does not match: hence the non-ASCII class beside it.
+_NAME = r"(?:\w|[^\x00-\x7f\s])+?"
+_CANVAS = re.compile(rf"(?P<name>{_NAME})_(?:(?P<late>late)_)?(?P<id>\d+)_(?P<file_id>\d+)_(?P<file>.+)",
                      re.IGNORECASE)
+# Canvas' online-text and website-URL entries: no file id, nothing to grade.
+_CANVAS_ENTRY = re.compile(rf"(?P<name>{_NAME})_(?:(?P<late>late)_)?(?P<id>\d+)_(?:text|link)\.html?",
+                           re.IGNORECASE)
 _CANVAS_ANONYMOUS = re.compile(r"(?:(?P<late>late)_)?anon_(?P<id>[A-Za-z0-9]+)_(?P<file_id>\d+)_"
                                r"(?P<file>.+)", re.IGNORECASE)
 
@@ -62,6 +68,24 @@ class Submission:
     late: bool = False  # Canvas marked it late
 
 
+def not_a_file_submission(relative):
+    """Return what an LMS entry that is not a handed-in file is ("online text"…), or None.
+
+    Moodle's other submission plugins (``assignsubmission_onlinetext``…) and Canvas'
+    online-text and URL entries (``<name>_<id>_text.html``, ``_link.html``) are part of a
+    download but hold no model: the grader lists them and grades the files beside them.
+    """
+    parts = PurePosixPath(relative).parts
+    for part in parts:
+        found = _MOODLE.fullmatch(part)
+        if found:
+            return None if found["plugin"] == "file" else f"Moodle {found['plugin']} entry"
+    if _CANVAS.fullmatch(parts[-1]):  # a file id: a handed-in file, whatever it is called
+        return None
+    found = _CANVAS_ENTRY.fullmatch(parts[-1])
+    return f"Canvas {parts[-1].rsplit('_', 1)[-1].split('.')[0]} entry" if found else None
+
+
 def identify(relative):
     """Return (Student, Canvas file id, late) for a file at ``relative`` (a path in the folder)."""
     parts = PurePosixPath(relative).parts
@@ -85,25 +109,32 @@ def submissions(folder, files):
     """Return a Submission for each file in ``files`` (paths under ``folder``), in their order.
 
     A Canvas-looking name inside a subfolder counts as Canvas's only where that folder holds
-    Canvas names of several students (a download unzipped into a folder) or is named after
-    the student; otherwise the folder is the student's, and ``fcn_8_20_epochs.keras`` in it
-    is just a file name.
+    Canvas names of several students, each file with its own file id (a download unzipped
+    into a folder), or is named after the student; otherwise the folder is the student's, and
+    ``fcn_8_20_epochs.keras`` in it is just a file name.
     """
     folder = Path(folder)
     found = []
     for path in files:
         relative = PurePosixPath(Path(path).relative_to(folder).as_posix())
         found.append((Path(path), relative, *identify(relative)))
-    canvas_ids = {}
-    for _, relative, student, _, _ in found:
+    canvas = {}  # per folder: the Canvas user ids, names and file ids its files carry
+    for _, relative, student, file_id, _ in found:
         if student.lms == "canvas":
-            canvas_ids.setdefault(relative.parent, set()).add(student.id)
+            ids, names, file_ids = canvas.setdefault(relative.parent, (set(), set(), []))
+            ids.add(student.id)
+            names.add(student.name.lower())
+            file_ids.append(file_id)
     result = []
     for path, relative, student, file_id, late in found:
         folders = {part.lower() for part in relative.parts[:-1]}
-        if (student.lms == "canvas" and folders and len(canvas_ids[relative.parent]) < 2
-                and student.name.lower() not in folders):
-            student, file_id, late = Student(f"name:{relative.parts[0]}", relative.parts[0]), "", False
+        if student.lms == "canvas" and folders and student.name.lower() not in folders:
+            ids, names, file_ids = canvas[relative.parent]
+            # A Canvas download: several students, and every file its own (file ids are unique
+            # across Canvas). "fcn_8_20_epochs.keras" and "fcn_16_20_epochs.keras" share a
+            # "file id" and a name: one student's own file names.
+            if not (len(ids) >= 2 and len(names) >= 2 and len(set(file_ids)) == len(file_ids)):
+                student, file_id, late = Student(f"name:{relative.parts[0]}", relative.parts[0]), "", False
         result.append(Submission(path, relative.as_posix(), student, file_id, late))
     return result
 

@@ -79,7 +79,7 @@ def check_before_loading(path):
     path = Path(path)
     if not path.is_file():
         raise InvalidSubmission(f"{path} is not a file")
-    if path.suffix != ".keras":
+    if path.suffix.lower() != ".keras":  # MODEL.KERAS too: Keras reads it from a copy
         raise InvalidSubmission(f"{path.name} is not a .keras file; save the model with "
                                 "model.save('model.keras')")
     return safety.read_configuration(path)  # zip limits and the code scan

@@ -95,11 +95,29 @@ def students(items):
     return sorted(rows, key=lambda row: (row.student.name.lower(), row.student.key))
 
 
+def _cell(value):
+    """Return a CSV cell that a spreadsheet shows as text, never runs as a formula.
+
+    A name or message starting with ``= + - @`` (or a tab or carriage return) would be a
+    formula in Excel or LibreOffice: it gets a leading apostrophe, the usual guard. Numbers
+    are left as they are, and neither LMS reads the text columns it could reach (Canvas
+    matches rows on ``ID``; Moodle reads Identifier, Grade, Last modified and Feedback
+    comments, which start with "Participant", a digit, "Score" or "Not graded").
+    """
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        try:
+            float(value)
+            return value
+        except ValueError:
+            return "'" + value
+    return value
+
+
 def _csv_text(header, rows):
     out = io.StringIO(newline="")
     writer = csv.writer(out)
-    writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerow([_cell(v) for v in header])
+    writer.writerows([_cell(v) for v in row] for row in rows)
     return out.getvalue()
 
 
@@ -165,15 +183,16 @@ def write_moodle(rows, path, points, when=None):
          f"{points:g}", when, row.comment(points)] for row in rows]))
 
 
-def _safe(name):
-    return re.sub(r"[\\/:*?\"<>|\x00-\x1f]", "_", name).strip(" .") or "student"
+def _safe(name, instead="_"):
+    return re.sub(r"[\\/:*?\"<>|\x00-\x1f]", instead, name).strip(" .") or "student"
 
 
 def feedback_name(row):
     """Return the feedback file's name, in the form the student's LMS files back with them."""
     student, submission = row.student, row.submission
     if student.lms == "moodle":
-        return f"{_safe(student.name)}_{student.id}_assignsubmission_file_grade-feedback.txt"
+        # Not "_": Moodle splits the name on it to find the participant id.
+        return f"{_safe(student.name, ' ')}_{student.id}_assignsubmission_file_grade-feedback.txt"
     if student.lms == "canvas" and submission.file_id:
         late = "LATE_" if submission.late else ""
         if student.id.startswith("anon_"):
@@ -205,11 +224,17 @@ def feedback_text(row, points, test_set, rule=identity.RULE):
 def write_feedback(rows, folder, zip_path, points, test_set):
     """Write one feedback file per student into ``folder``, and all of them into ``zip_path``."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"Could not write the feedback files into {folder} ({e}); choose another place with --out")
+        return []
     names = {}
     for row in rows:
         name = feedback_name(row)
-        if name in names:  # two plain names that differ only in characters files cannot hold
+        # Two names that differ only in characters files cannot hold, or only in case (one
+        # file on macOS and Windows).
+        if name.lower() in {n.lower() for n in names}:
             name = f"{Path(name).stem}-{len(names)}.txt"
         names[name] = feedback_text(row, points, test_set)
     for stale in folder.glob("*.txt"):  # an earlier run's, for a student no longer here
@@ -230,18 +255,25 @@ def write_feedback(rows, folder, zip_path, points, test_set):
 
 def write_text(path, text):
     """Write ``text`` to ``path``; return False (saying so) where it cannot be written."""
+    path = Path(path)
     try:
-        Path(path).write_text(text, encoding="utf-8")
+        if path.is_symlink():  # replaced, not followed: a link planted in a class folder
+            path.unlink()
+        path.write_text(text, encoding="utf-8")
         return True
     except OSError as e:  # e.g. a read-only folder: the verdicts printed above still stand
         print(f"Could not write {path} ({e}); choose another place with --out, --json or --csv")
         return False
 
 
-def our_output(path):
-    """Whether ``path`` is a table, verdict or feedback an earlier run wrote, whatever its name."""
+def our_output(path, by_name=True):
+    """Whether ``path`` is a table, verdict or feedback an earlier run wrote, whatever its name.
+
+    ``by_name``: whether its name alone (``grades.csv``, ``*.grade.json``) says so, as at the
+    top of a graded folder; deeper, in a student's files, only its content does.
+    """
     path = Path(path)
-    if path.name in _OUR_FILES or path.name.endswith(".grade.json"):
+    if by_name and (path.name in _OUR_FILES or path.name.endswith(".grade.json")):
         return True
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".json", ".txt", ".zip"):
@@ -263,9 +295,18 @@ def our_output(path):
     return head.startswith((b'[\n {\n  "submission": ', b'{\n "submission": '))
 
 
-def submissions_in(folder):
-    """List the files of a submissions folder (recursively, sorted, skipping hidden and our outputs)."""
+def submissions_in(folder, skipped=None):
+    """List the files of a submissions folder (recursively, sorted), skipping hidden files,
+    links and what an earlier run wrote; ``skipped`` (a list) gets the links and outputs."""
     folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-                  and not our_output(p))
+    files = []
+    for p in sorted(folder.rglob("*")):
+        parts = p.relative_to(folder).parts
+        if any(part.startswith(".") for part in parts) or not (p.is_file() or p.is_symlink()):
+            continue
+        if p.is_symlink() or our_output(p, by_name=len(parts) == 1):
+            if skipped is not None:
+                skipped.append(p)
+            continue
+        files.append(p)
+    return files
