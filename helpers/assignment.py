@@ -609,6 +609,10 @@ def check_training(history, callbacks, epochs, steps_per_epoch):
             issues.append(f"model.fit was asked for {asked} epochs; the learning-rate schedule "
                           f"decays over {epochs} (EPOCHS), so training stops while the rate is "
                           "still high. Early stopping ends it sooner if it stops improving")
+        if asked is not None and asked > epochs:
+            issues.append(f"model.fit was asked for {asked} epochs; the learning-rate schedule was "
+                          f"built for {epochs} (EPOCHS): after that the rate stays at its floor, and "
+                          "the extra epochs cost time for little gain. Use epochs=EPOCHS")
         if steps is not None and steps != steps_per_epoch:
             issues.append(f"each epoch ran {steps} steps, not the {steps_per_epoch} batches of "
                           "train_ds: train on the whole of train_ds (no steps_per_epoch)")

@@ -713,9 +713,16 @@ def draw_mask_rcnn(description):
                                    (f"box head: {_shape_text(box['input'])} of {box['level']}", "body"),
                                    (f"mask head: {_shape_text(mask['input'])} of {mask['level']}", "body")],
          COLOURS["join"])
+    # The crops come from the heads' own levels: a line from each of those boxes' right edges
+    # joins one down to RoIAlign (crossing the RPN's arrow from P3, which it does not read).
     pyramid_bottom = row[max(rows[lv["shape"][0]] for lv in d["pyramid"])] - bh / 2
-    _arrow(ax, [(xp - 0.3, pyramid_bottom), (xp - 0.3, top)])
-    _label(ax, xp - 0.37, (pyramid_bottom + top) / 2 - 0.12, f"{box['level']} and {mask['level']}", ha="right",
+    read = [row[rows[lv["shape"][0]]] for lv in d["pyramid"] if lv["name"] in (box["level"], mask["level"])]
+    bus, turn = xp + pw / 2 + 0.2, (pyramid_bottom + top) / 2 + 0.1
+    for y in read:
+        ax.plot([xp + pw / 2, bus], [y, y], color=COLOURS["note"], linewidth=1.2, zorder=1)
+    ax.plot([bus, bus], [max(read), turn], color=COLOURS["note"], linewidth=1.2, zorder=1)
+    _arrow(ax, [(bus, turn), (xp - 0.3, turn), (xp - 0.3, top)], COLOURS["note"])
+    _label(ax, (bus + xp - 0.3) / 2, turn + 0.1, f"crops of {box['level']} and {mask['level']}",
            colour=COLOURS["note"])
     _arrow(ax, [(8.7, ry - 0.6), (8.7, 2.84), (4.05, 2.84), (4.05, top)])
     _label(ax, 6.3, 2.94, "proposal boxes", colour=COLOURS["note"])

@@ -464,7 +464,8 @@ def history_of(asked=EPOCHS, ran=12, steps=STEPS, val=True, best=0.62, used=True
 
 @pytest.mark.parametrize("case, message", [
     (dict(), None),
-    (dict(asked=40, ran=40), None),
+    (dict(asked=30, ran=30), None),  # the whole schedule (above: early stopping ended it at 12)
+    (dict(asked=40, ran=40), "model.fit was asked for 40 epochs; the learning-rate schedule was built for 30"),
     (dict(asked=1, ran=1), "model.fit was asked for 1 epochs; the learning-rate schedule decays over 30"),
     (dict(val=False), "no validation scores"),
     (dict(used=False), "the callbacks (EarlyStopping) were not passed to this model.fit"),
