@@ -1,7 +1,7 @@
 """The small M2NIST models the grader's tests grade, and the command that rebuilds the trained one.
 
 Training a model that passes costs about 40 s on 2 cores, so the trained model is shipped in
-``tests/fixtures/`` (0.8 MB, without optimiser state) and the tests only grade it. Rebuild it,
+``tests/fixtures/`` (1.2 MB, without optimiser state) and the tests only grade it. Rebuild it,
 after a change to the quick-mode M2NIST data or to the grade, with::
 
     COURSE_QUICK=1 python tests/grading_models.py
