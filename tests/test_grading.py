@@ -79,7 +79,7 @@ def model_files(tmp_path_factory):
 def good_model(quick_splits, model_files):
     """The shipped trained model (tests/grading_models.py rebuilds it) and its grade, scored here."""
     assert GOOD_MODEL.is_file(), f"{GOOD_MODEL} is missing: run COURSE_QUICK=1 python tests/grading_models.py"
-    path = model_files / "good.keras"
+    path = model_files / "good.keras"  # a copy: the grader writes its verdict beside the file
     path.write_bytes(GOOD_MODEL.read_bytes())
     value = grading.grade(grading.score_model(grading.load_submission(path), *quick_splits["test"]))
     assert grading.passed(value), (
@@ -649,9 +649,9 @@ def graded_measured(command, seconds=300):
     return code, int(peak) << 10, output  # Linux: KiB
 
 
-def test_an_upper_case_keras_extension_is_a_keras_file(bombs, tmp_path):
+def test_an_upper_case_keras_extension_is_a_keras_file(untrained_model, tmp_path):
     shouting = tmp_path / "smithjane_12345_680_MODEL.KERAS"
-    shouting.write_bytes((bombs["weights"].parent / "plain.keras").read_bytes())
+    shouting.write_bytes(untrained_model.read_bytes())
     config = scoring.check_before_loading(shouting)  # Canvas keeps the name as handed in
     assert config["class_name"] == "Functional"
     with pytest.raises(safety.InvalidSubmission, match="is not a .keras file"):
