@@ -42,6 +42,8 @@ from helpers.grader.scoring import Report
     ("Participant_46_assignsubmission_file/model.keras", "moodle:46", "Participant", "", False),
     ("José Núñez_47_assignsubmission_onlinetext/onlinetext.html", "moodle:47", "José Núñez", "", False),
     ("download/Jane Smith_45_assignsubmission_file/m_1_2_x.keras", "moodle:45", "Jane Smith", "", False),
+    # A flat Moodle name in a folder named after its student.
+    ("Jane Smith/Jane Smith_45_assignsubmission_file_model.keras", "moodle:45", "Jane Smith", "", False),
     # A folder or a file per student.
     ("alice/model.keras", "name:alice", "alice", "", False),
     ("alice/v2/model_final.keras", "name:alice", "alice", "", False),
@@ -71,6 +73,51 @@ def test_a_canvas_looking_file_name_in_a_students_folder_stays_that_students(tmp
     assert [s.student.key for s in own] == ["name:alice", "name:alice"]
     wrapped = identity.submissions(tmp_path, [tmp_path / "class" / n for n in ("alice.keras", "bob.keras")])
     assert "all 2 files were attributed to one student, 'class'" in identity.one_student_warning(wrapped)
+
+
+def test_a_moodle_looking_file_name_in_a_students_folder_stays_that_students(tmp_path):
+    files = ["alice/Bob Lee_46_assignsubmission_file_model.keras",
+             # a flat Moodle download unzipped into a folder: several participants in it
+             "download/Jane Smith_45_assignsubmission_file_m.keras",
+             "download/Bob Lee_46_assignsubmission_file_m.keras",
+             # one participant's two files in a folder of their own: still the folder's
+             "carol/Carol Day_47_assignsubmission_file_a.keras",
+             "carol/Carol Day_47_assignsubmission_file_b.keras"]
+    found = identity.submissions(tmp_path, [tmp_path / f for f in files])
+    assert [s.student.key for s in found] == ["name:alice", "moodle:45", "moodle:46",
+                                              "name:carol", "name:carol"]
+
+
+def test_moodle_team_submissions_are_named_by_group_only_when_told(tmp_path):
+    files = ["Team Rocket_17_assignsubmission_file/model.keras",
+             "Default group_assignsubmission_file/model.keras",
+             "Team Rocket_17_assignsubmission_onlinetext/onlinetext.html"]
+    teams = identity.submissions(tmp_path, [tmp_path / f for f in files], teams=True)
+    assert [(s.student.key, s.student.lms, s.student.label()) for s in teams] == [
+        ("moodle-group:17", "moodle-team", "Team Rocket (Moodle group 17)"),
+        ("moodle-group:Default group", "moodle-team", "Default group"),
+        ("moodle-group:17", "moodle-team", "Team Rocket (Moodle group 17)")]
+    assert identity.not_a_file_submission(files[2]) == "Moodle onlinetext entry"
+    assert identity.not_a_file_submission("Default group_assignsubmission_onlinetext/t.html") == \
+        "Moodle onlinetext entry"
+    # Untold, a group's number reads as a participant's: the names cannot say which it is.
+    assert identity.submissions(tmp_path, [tmp_path / files[0]])[0].student.key == "moodle:17"
+    # The id-less name of students in no group gives a team download away.
+    assert identity.moodle_team_name(files) == "Default group_assignsubmission_file"
+    assert identity.moodle_team_name(["Jane Smith_45_assignsubmission_file/m.keras",
+                                      "alice/model.keras"]) is None
+
+
+def test_a_team_download_graded_as_participants_is_refused_before_any_grading(tmp_path, capsys):
+    folder = tmp_path / "class"
+    for name in ("Team Rocket_17_assignsubmission_file", "Default group_assignsubmission_file"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "model.keras").write_bytes(b"never loaded")
+    assert grading.main([str(folder)]) == 2
+    assert "Not graded: 'Default group_assignsubmission_file' is how Moodle names the team " \
+           "submissions of students in no group" in capsys.readouterr().out
+    assert sorted(p.name for p in folder.iterdir()) == ["Default group_assignsubmission_file",
+                                                        "Team Rocket_17_assignsubmission_file"]
 
 
 @pytest.mark.parametrize("relative, what", [
@@ -345,7 +392,9 @@ for line in sys.stdin:
     if "hang" in name:
         time.sleep(60)
     graded += 1
-    report = {"submission": name, "status": "fail", "grade": float(len(name)), "iou": {}, "dice": {}}
+    scores = {str(d): 0.0 for d in range(10)}
+    report = {"submission": name, "status": "fail", "grade": float(len(name)), "iou": scores,
+              "dice": scores}
     if "oom" in name:
         report = {"submission": name, "status": "invalid", "message": sys.argv[1]}
     resources = {"seconds": 0.01, "pid": os.getpid(), "data_mib": 500.0 + 300.0 * graded * ("leak" in name)}
@@ -444,3 +493,38 @@ def test_the_grading_benchmark_builds_a_class_of_distinct_canvas_named_files(tmp
     text = benchmark.report([run, {**run, "jobs": 1}], (8.0, 9.0), 20, "small")
     assert "Same verdicts with every --jobs value: yes" in text
     assert "a class of 200 in <= 300 s on 2 cores: met (300 s extrapolated" in text
+
+
+@pytest.mark.parametrize("teams", [False, True])
+def test_a_moodle_class_gets_a_worksheet_by_participant_or_a_score_per_group(teams, tmp_path, capsys):
+    from helpers.grader import cli
+    from tests.grading_models import GOOD_MODEL
+
+    folder = tmp_path / "class"
+    names = ["Team Rocket_17_assignsubmission_file/model.keras",
+             "Jane Smith_45_assignsubmission_file/model.keras"]
+    for name in names:  # real .keras files, which pass the checks made before a worker loads them
+        (folder / name).parent.mkdir(parents=True)
+        (folder / name).write_bytes(GOOD_MODEL.read_bytes())
+    private = testset.make_private_test_set(tmp_path / "t.zip", 6, seed=1, digits="sklearn")[0]
+    test_set = testset.load_test_set(url=str(private))
+    args = cli._parser().parse_args([str(folder)] + ["--moodle-teams"] * teams)
+    files = tables.submissions_in(folder)
+    assert cli._grade_folder(folder, files, stand_in_pool(tmp_path, jobs=1), test_set, args) == 0
+    out = capsys.readouterr().out
+    students = {row["student"]: row for row in csv.DictReader(open(folder / "students.csv"))}
+    # The stand-in grades a file len(its name), a fail.
+    assert {k: (v["student_id"], v["lms"], v["score"]) for k, v in students.items()} == {
+        "Team Rocket": ("17", "moodle-team" if teams else "moodle", f"{len(names[0]):.2f}"),
+        "Jane Smith": ("45", "moodle-team" if teams else "moodle", f"{len(names[1]):.2f}")}
+    feedback = sorted(p.name for p in (folder / "feedback").iterdir())
+    if teams:
+        assert not (folder / "moodle-grades.csv").exists()
+        assert "Moodle team submissions: one score per group in students.csv" in out
+        assert feedback == ["Jane Smith_45.feedback.txt", "Team Rocket_17.feedback.txt"]
+    else:
+        worksheet = list(csv.DictReader(open(folder / "moodle-grades.csv")))
+        assert [row["Identifier"] for row in worksheet] == ["Participant 45", "Participant 17"]
+        assert "each number is taken for a participant id" in out and "--moodle-teams" in out
+        assert feedback == ["Jane Smith_45_assignsubmission_file_grade-feedback.txt",
+                            "Team Rocket_17_assignsubmission_file_grade-feedback.txt"]

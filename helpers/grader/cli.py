@@ -66,6 +66,10 @@ def _parser():
     lms.add_argument("--assignment", default="M2NIST assignment",
                      help="Canvas: the assignment's column header as a gradebook export shows "
                           "it, 'Title (id)'")
+    lms.add_argument("--moodle-teams", action="store_true",
+                     help="Moodle: the assignment takes team submissions, so its download names "
+                          "files by group ('<Group name>_<group id>_assignsubmission_file'), not "
+                          "by participant: one score per group, and no grading worksheet")
     private = parser.add_argument_group("a private test set")
     private.add_argument("--make-test-set", metavar="ZIP",
                          help="write a fresh M2NIST-format test archive to ZIP and stop; "
@@ -157,6 +161,13 @@ def main(argv=None):
     if not files:
         print(f"No submissions in {target}.")
         return 2
+    team = identity.moodle_team_name(p.relative_to(target).as_posix() for p in files) \
+        if target.is_dir() and not args.moodle_teams else None
+    if team:
+        print(f"Not graded: {team!r} is how Moodle names the team submissions of students in no "
+              "group, so this download is by group, and its numbers are group ids, not "
+              "participant ids. Grade it with --moodle-teams.")
+        return 2
     try:
         # Before any download, and without importing TensorFlow: each worker checks the
         # Keras it imports again.
@@ -203,7 +214,7 @@ def _grade_file(target, pool, test_set, args):
 
 
 def _grade_folder(target, files, pool, test_set, args):
-    items = identity.submissions(target, files)
+    items = identity.submissions(target, files, teams=args.moodle_teams)
     out = Path(args.out) if args.out else target
     csv_path = Path(args.csv) if args.csv else target / "grades.csv"
     json_path = Path(args.json) if args.json else target / "grades.json"
@@ -215,6 +226,10 @@ def _grade_folder(target, files, pool, test_set, args):
     warning = identity.one_student_warning(items)
     if warning:
         print(warning)
+    if any(s.student.lms == "moodle" for s in items):
+        print("Moodle names: each number is taken for a participant id, the grading worksheet's "
+              "'Participant <id>'. If the assignment takes team submissions, the numbers are "
+              "group ids: grade with --moodle-teams.")
     reports = [None] * len(files)
 
     def done(task, report):
@@ -252,6 +267,11 @@ def _grade_folder(target, files, pool, test_set, args):
     if any(row.student.lms == "moodle" for row in rows):
         tables.write_moodle(rows, out / "moodle-grades.csv", args.points)
         written.append(out / "moodle-grades.csv")
+    if any(row.student.lms == "moodle-team" for row in rows):
+        print("Moodle team submissions: one score per group in students.csv. Moodle's grading "
+              "worksheet has a row per participant, and the download does not say who is in "
+              "which group, so no worksheet is written: enter each group's score in Moodle's "
+              "grader with 'Apply grades and feedback to entire group' on.")
     tables.write_feedback(rows, out / "feedback", out / "feedback.zip", args.points,
                           test_set.short())
     counts = {s: sum(r.status == s for r in reports) for s in EXIT}

@@ -6,7 +6,12 @@ A folder of submissions comes in one of these forms (each file is matched in thi
   when downloaded flat, or a folder per student, ``<Full Name>_<id>_assignsubmission_file/``
   (Moodle 4.1 and later; ``..._file_/`` before) holding the files as handed in. ``<id>`` is
   the assignment's participant id, the one its grading worksheet calls "Participant <id>";
-  Moodle replaces "_" in names with spaces, so the name never holds one.
+  Moodle replaces "_" in names with spaces, so the name never holds one. An assignment with
+  **team submissions** is downloaded by group instead, ``<Group name>_<group id>_assign…``
+  (``Default group_assign…``, no id, for students in no group): the number is then a group's
+  id, not a participant's, which the names alone cannot tell apart; the grader takes that
+  form only when told (``--moodle-teams``), and stops at an id-less ``Default group`` name
+  without it.
 - **Canvas**, "Download Submissions": ``<lastfirst>_<user id>_<file id>_<file name>``, with
   ``LATE_`` (older Canvas: ``late_``) before the user id for a late submission and
   ``anon_<id>`` in place of name and user id when grading is anonymous. ``<lastfirst>`` is
@@ -14,7 +19,10 @@ A folder of submissions comes in one of these forms (each file is matched in thi
   uploaded file's id; a file handed in twice under one name gets ``-1``, ``-2`` before its
   extension.
 - **A folder per student**, ``<student>/<any file>`` (the student is the first folder), or
-  **a file per student**, ``<student>.keras`` (the student is the file's name).
+  **a file per student**, ``<student>.keras`` (the student is the file's name). An LMS-looking
+  *file* name inside a student's folder (``alice/Bob Lee_46_assignsubmission_file_m.keras``)
+  stays that student's unless the folder holds such names of several students: an LMS
+  download unzipped into a folder.
 
 Several files from one student: each is graded and **the best grade counts** (``RULE``). An
 LMS's download holds only each student's latest submission, so its files are all parts of
@@ -30,6 +38,8 @@ RULE = ("Several files from one student: each is graded and the best grade count
         "(every file's verdict is in the full table).")
 _MOODLE = re.compile(r"(?P<name>[^_]+)_(?P<id>\d+)_assignsubmission_(?P<plugin>[a-z]+)"
                      r"(?:_(?P<file>.*))?")
+# A team submission of students in no group: Moodle's "Default group", and no id.
+_MOODLE_NO_ID = re.compile(r"(?P<name>[^_]+)_assignsubmission_(?P<plugin>[a-z]+)(?:_(?P<file>.*))?")
 # Canvas keeps any letter of a name, combining marks included (Devanagari, Thai, decomposed
 # accents), which Python's \\w does not match: hence the non-ASCII class beside it.
 _NAME = r"(?:\w|[^\x00-\x7f\s])+?"
@@ -46,15 +56,16 @@ _CANVAS_ANONYMOUS = re.compile(r"(?:(?P<late>late)_)?anon_(?P<id>[A-Za-z0-9]+)_(
 class Student:
     """A student as the folder names them."""
 
-    key: str  # unique in a class: "canvas:12345", "moodle:678", "name:alice"
-    name: str  # "smithjane" (Canvas), "Jane Smith" (Moodle), "alice"
-    lms: str = ""  # "canvas", "moodle", or "" for a folder or file name
-    id: str = ""  # Canvas user id ("anon_..." when anonymous), Moodle participant id
+    key: str  # unique in a class: "canvas:12345", "moodle:678", "moodle-group:17", "name:alice"
+    name: str  # "smithjane" (Canvas), "Jane Smith" (Moodle), "Team Rocket" (a Moodle team), "alice"
+    lms: str = ""  # "canvas", "moodle", "moodle-team", or "" for a folder or file name
+    id: str = ""  # Canvas user id ("anon_..." when anonymous), Moodle participant or group id
 
     def label(self):
         """Return the student as a person reads it: "Jane Smith (Moodle participant 678)"."""
-        what = {"canvas": "Canvas user", "moodle": "Moodle participant"}.get(self.lms)
-        return f"{self.name} ({what} {self.id})" if what else self.name
+        what = {"canvas": "Canvas user", "moodle": "Moodle participant",
+                "moodle-team": "Moodle group"}.get(self.lms)
+        return f"{self.name} ({what} {self.id})" if what and self.id else self.name
 
 
 @dataclass(frozen=True)
@@ -77,7 +88,7 @@ def not_a_file_submission(relative):
     """
     parts = PurePosixPath(relative).parts
     for part in parts:
-        found = _MOODLE.fullmatch(part)
+        found = _MOODLE.fullmatch(part) or _MOODLE_NO_ID.fullmatch(part)
         if found:
             return None if found["plugin"] == "file" else f"Moodle {found['plugin']} entry"
     if _CANVAS.fullmatch(parts[-1]):  # a file id: a handed-in file, whatever it is called
@@ -86,13 +97,30 @@ def not_a_file_submission(relative):
     return f"Canvas {parts[-1].rsplit('_', 1)[-1].split('.')[0]} entry" if found else None
 
 
-def identify(relative):
-    """Return (Student, Canvas file id, late) for a file at ``relative`` (a path in the folder)."""
+def moodle_team_name(relatives):
+    """Return the first id-less Moodle name (``Default group_assignsubmission_file``) among the
+    paths ``relatives``, or None: the sign of a download of team submissions."""
+    for relative in relatives:
+        for part in PurePosixPath(relative).parts:
+            if _MOODLE_NO_ID.fullmatch(part):
+                return part
+    return None
+
+
+def identify(relative, teams=False):
+    """Return (Student, Canvas file id, late) for a file at ``relative`` (a path in the folder);
+    ``teams``: Moodle's names are of groups (team submissions), not of participants."""
     parts = PurePosixPath(relative).parts
     for part in parts:
         found = _MOODLE.fullmatch(part)
+        if found and teams:
+            return (Student(f"moodle-group:{found['id']}", found["name"], "moodle-team", found["id"]),
+                    "", False)
         if found:
             return Student(f"moodle:{found['id']}", found["name"], "moodle", found["id"]), "", False
+        found = _MOODLE_NO_ID.fullmatch(part) if teams else None
+        if found:
+            return Student(f"moodle-group:{found['name']}", found["name"], "moodle-team"), "", False
     found = _CANVAS_ANONYMOUS.fullmatch(parts[-1])
     if found:
         user = f"anon_{found['id']}"
@@ -105,35 +133,47 @@ def identify(relative):
     return Student(f"name:{name}", name), "", False
 
 
-def submissions(folder, files):
-    """Return a Submission for each file in ``files`` (paths under ``folder``), in their order.
+def _named_by_file(relative, student):
+    """Whether the LMS name is the file's own, in a folder that is neither the LMS's own nor
+    named after that student."""
+    folders = relative.parts[:-1]
+    if not folders or student.lms == "":
+        return False
+    if any(_MOODLE.fullmatch(p) or _MOODLE_NO_ID.fullmatch(p) for p in folders):
+        return False  # Moodle's folder per student
+    return student.name.lower() not in {part.lower() for part in folders}
 
-    A Canvas-looking name inside a subfolder counts as Canvas's only where that folder holds
-    Canvas names of several students, each file with its own file id (a download unzipped
-    into a folder), or is named after the student; otherwise the folder is the student's, and
-    ``fcn_8_20_epochs.keras`` in it is just a file name.
+
+def submissions(folder, files, teams=False):
+    """Return a Submission for each file in ``files`` (paths under ``folder``), in their order;
+    ``teams``: a Moodle download of team submissions (see ``identify``).
+
+    A Canvas- or Moodle-looking file name inside a subfolder counts as the LMS's only where
+    that folder holds such names of several students (a download unzipped into a folder;
+    Canvas: each file with its own file id), or is named after the student; otherwise the folder is the student's, and ``fcn_8_20_epochs.keras`` in it is just a
+    file name.
     """
     folder = Path(folder)
     found = []
     for path in files:
         relative = PurePosixPath(Path(path).relative_to(folder).as_posix())
-        found.append((Path(path), relative, *identify(relative)))
-    canvas = {}  # per folder: the Canvas user ids, names and file ids its files carry
+        found.append((Path(path), relative, *identify(relative, teams)))
+    seen = {}  # per folder and LMS: the ids, names and Canvas file ids its files' names carry
     for _, relative, student, file_id, _ in found:
-        if student.lms == "canvas":
-            ids, names, file_ids = canvas.setdefault(relative.parent, (set(), set(), []))
+        if _named_by_file(relative, student):
+            ids, names, file_ids = seen.setdefault((relative.parent, student.lms), (set(), set(), []))
             ids.add(student.id)
             names.add(student.name.lower())
             file_ids.append(file_id)
     result = []
     for path, relative, student, file_id, late in found:
-        folders = {part.lower() for part in relative.parts[:-1]}
-        if student.lms == "canvas" and folders and student.name.lower() not in folders:
-            ids, names, file_ids = canvas[relative.parent]
-            # A Canvas download: several students, and every file its own (file ids are unique
-            # across Canvas). "fcn_8_20_epochs.keras" and "fcn_16_20_epochs.keras" share a
-            # "file id" and a name: one student's own file names.
-            if not (len(ids) >= 2 and len(names) >= 2 and len(set(file_ids)) == len(file_ids)):
+        if _named_by_file(relative, student):
+            ids, names, file_ids = seen[(relative.parent, student.lms)]
+            # An LMS download: several students, and (Canvas) every file its own: file ids are
+            # unique across Canvas. "fcn_8_20_epochs.keras" and "fcn_16_20_epochs.keras" share
+            # a "file id" and a name: one student's own file names.
+            own_ids = student.lms != "canvas" or len(set(file_ids)) == len(file_ids)
+            if not (len(ids) >= 2 and len(names) >= 2 and own_ids):
                 student, file_id, late = Student(f"name:{relative.parts[0]}", relative.parts[0]), "", False
         result.append(Submission(path, relative.as_posix(), student, file_id, late))
     return result

@@ -15,9 +15,12 @@
   id in the file names), ``Grade``, ``Last modified (grade)`` (Moodle skips a row whose grade
   was changed in Moodle after that time), ``Feedback comments``, and for people ``Full
   name`` and ``Maximum Grade``. These are Moodle's English column names.
+  Not for team submissions (``--moodle-teams``): the worksheet has a row per participant and
+  the download names groups, so each group's score is in ``students.csv`` only.
 - ``feedback/``: one text file per student, named so that the LMS files it back with the
   student (Canvas: the submission's own ``<name>_<user id>_<file id>_`` prefix; Moodle:
-  ``<Full Name>_<id>_assignsubmission_file_``), and ``feedback.zip`` holding them, to upload.
+  ``<Full Name>_<id>_assignsubmission_file_``; a Moodle team: ``<Group name>_<group
+  id>.feedback.txt``, to hand out), and ``feedback.zip`` holding them, to upload.
 
 Everything written here carries a signature (a header line, a zip comment) by which
 ``our_output`` recognises it, so a folder graded again never grades its own tables.
@@ -198,6 +201,8 @@ def feedback_name(row):
         if student.id.startswith("anon_"):
             return f"{late}{student.id}_{submission.file_id}_grade-feedback.txt"
         return f"{_safe(student.name)}_{late}{student.id}_{submission.file_id}_grade-feedback.txt"
+    if student.lms == "moodle-team" and student.id:
+        return f"{_safe(student.name)}_{student.id}.feedback.txt"
     return f"{_safe(student.name)}.feedback.txt"
 
 
