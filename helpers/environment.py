@@ -34,11 +34,12 @@ COLAB_NEEDS = {"Keras": "keras>=3.11", "tensorflow-datasets": "tensorflow-datase
 
 # Full mode on this course's 2-core CPU (benchmarks/README.md): what a learner is in for.
 FULL_MODE_ON_CPU = {
-    "01": "up to 50 epochs of about 8 minutes each (12 s per batch of 8): up to 7 hours",
+    "01": "up to 50 epochs of about 8 minutes each (12 s per batch of 8), then 30 more for "
+          "the FCN family (COMPARE_FAMILY): up to 11 hours",
     "02": "an 800 MB download, then up to 5 epochs of about 100 batches of 32 (one batch took "
           "49 s, tracing included), twice with COMPARE_LOSSES (the Dice-loss U-Net): up to about 14 hours",
     "03": "tens of seconds per image for the real Mask R-CNN: several minutes for the lab",
-    "04": "up to 20 epochs of about 70 s each: up to 25 minutes",
+    "04": "up to 30 epochs of about 3 minutes each (4 on one core): up to 90 minutes",
 }
 LONG_ON_CPU = {"01", "02", "04"}  # notebooks whose full run on a CPU is worth a GPU
 

@@ -21,7 +21,9 @@ Every file, a single one included, is graded in a worker process under a time li
 (``--timeout``) and a memory limit (``--memory-limit``), so one that crashes, hangs or
 exhausts memory costs only its own verdict (``helpers.grader.workers``). Exit codes for one
 submission: 0 pass, 1 fail, 2 invalid submission. For a folder: 0 once every file has a
-verdict (in its tables, with a feedback file per student), 2 if the folder holds no files.
+verdict (in its tables, with a feedback file per student), 2 if the folder holds no files or
+is refused before grading (a Moodle team download without ``--moodle-teams``); 2 also for a
+wrong command line (argparse's).
 Either way, 3 when the grader cannot grade at all: the test data cannot be had, or the
 installed Keras is older than 3.11 (its safe_mode can be bypassed, so no submission is
 loaded).

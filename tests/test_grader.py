@@ -6,6 +6,7 @@ classes end to end."""
 import csv
 import io
 import json
+import os
 import re
 import sys
 import zipfile
@@ -125,6 +126,8 @@ def test_a_team_download_graded_as_participants_is_refused_before_any_grading(tm
     ("José Núñez_47_assignsubmission_onlinetext_onlinetext.html", "Moodle onlinetext entry"),
     ("smithjane_12345_text.html", "Canvas text entry"),
     ("smithjane_LATE_12345_link.html", "Canvas link entry"),
+    ("anon_k3J9x_text.html", "Canvas text entry"),
+    ("LATE_anon_k3J9x_link.html", "Canvas link entry"),
     ("Jane Smith_45_assignsubmission_file/model.keras", None),
     ("smithjane_12345_678_text.html", None),  # a handed-in file that happens to be so named
     ("alice/model.keras", None),
@@ -528,3 +531,37 @@ def test_a_moodle_class_gets_a_worksheet_by_participant_or_a_score_per_group(tea
         assert "each number is taken for a participant id" in out and "--moodle-teams" in out
         assert feedback == ["Jane Smith_45_assignsubmission_file_grade-feedback.txt",
                             "Team Rocket_17_assignsubmission_file_grade-feedback.txt"]
+
+
+def test_a_class_run_writes_where_told_names_what_it_reassigned_and_survives_odd_names(tmp_path, capsys):
+    from helpers.grader import cli
+    from tests.grading_models import GOOD_MODEL
+
+    folder, out = tmp_path / "class", tmp_path / "results"
+    names = ["anon_k3J9x_90001_model.keras", "alice/smithjane_12345_90002_model.keras",
+             os.fsdecode(b"caf\xe9.keras")]  # a Latin-1 name, as some unzip tools leave one
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(GOOD_MODEL.read_bytes())
+    (folder / "anon_k3J9x_text.html").write_text("<p>see the file</p>")
+    private = testset.make_private_test_set(tmp_path / "t.zip", 6, seed=1, digits="sklearn")[0]
+    test_set = testset.load_test_set(url=str(private))
+    args = cli._parser().parse_args([str(folder), "--out", str(out)])
+    files = [p for p in tables.submissions_in(folder) if not p.name.endswith(".html")]
+    assert cli._grade_folder(folder, files, stand_in_pool(tmp_path, jobs=1), test_set, args) == 0
+    printed = capsys.readouterr().out
+    # Every table in --out, none in the class's folder; lines end in \r\n, on any system.
+    assert sorted(p.name for p in out.iterdir()) == ["feedback", "feedback.zip", "grades.csv",
+                                                     "grades.json", "students.csv"]
+    assert not list(folder.glob("*.csv")) and not list(folder.glob("*.json"))
+    raw = (out / "students.csv").read_bytes()
+    assert raw.count(b"\r\n") == 4 and b"\r\r" not in raw
+    students = {row["student"]: row for row in csv.DictReader(io.StringIO(raw.decode("utf-8")))}
+    assert sorted(students) == ["alice", "anon_k3J9x", "caf\ufffd"]
+    # The Canvas name in alice's folder went to alice, and the run says so.
+    assert ("Given to the student their folder names, not to the one their LMS-looking name "
+            "names (the folder holds no other student's such names): "
+            "alice/smithjane_12345_90002_model.keras (smithjane (Canvas user 12345) by its name).") in printed
+    # An anonymous Canvas submission has no gradebook row: no table with none, and a note.
+    assert "Canvas anonymous submissions (1): not in canvas-grades.csv" in printed
+    assert "Written: " + ", ".join(str(out / n) for n in ("grades.csv", "grades.json", "students.csv")) in printed

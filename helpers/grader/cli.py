@@ -26,16 +26,18 @@ def _parser():
         description="Grade M2NIST segmentation models (.keras files) on the course's test split, "
                     "or a class's folder of them (Canvas and Moodle downloads included).",
         epilog="Pass: grade above 60, decided on the grade rounded to 2 decimals. Exit codes: "
-               "0 pass, 1 fail, 2 invalid submission or an empty folder (a folder: 0 once "
-               "every file has a verdict), 3 cannot grade at all (no test data, or Keras "
-               "older than 3.11).")
+               "0 pass, 1 fail, 2 invalid submission, an empty or refused folder (a Moodle "
+               "team download without --moodle-teams) or a wrong command line (a folder: 0 "
+               "once every file has a verdict), 3 cannot grade at all (no test data, or "
+               "Keras older than 3.11).")
     parser.add_argument("target", nargs="?", help="a .keras file, or a folder of submissions")
     parser.add_argument("--json", help="where to write the JSON verdict (default: beside the "
-                                       "model as MODEL.grade.json, or FOLDER/grades.json)")
+                                       "model as MODEL.grade.json, or grades.json in --out)")
     parser.add_argument("--csv", help="for a folder: where to write the table of files "
-                                      "(default: FOLDER/grades.csv)")
-    parser.add_argument("--out", help="for a folder: where to write students.csv, the LMS "
-                                      "tables and the feedback files (default: the folder)")
+                                      "(default: grades.csv in --out)")
+    parser.add_argument("--out", help="for a folder: where to write grades.csv, grades.json, "
+                                      "students.csv, the LMS tables and the feedback files "
+                                      "(default: the folder)")
     parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
                         help=f"for a folder: how many files to grade at once, each in a worker "
                              f"with the limits below (default {DEFAULT_JOBS}; fewer when the "
@@ -151,17 +153,17 @@ def main(argv=None):
     files = tables.submissions_in(target, skipped) if target.is_dir() else [target]
     if skipped:
         print(f"Not graded ({len(skipped)}): links, and tables or feedback an earlier run wrote: "
-              + ", ".join(p.relative_to(target).as_posix() for p in skipped))
-    entries = [(p, identity.not_a_file_submission(p.relative_to(target).as_posix()))
+              + ", ".join(identity.shown(p.relative_to(target)) for p in skipped))
+    entries = [(p, identity.not_a_file_submission(identity.shown(p.relative_to(target))))
                for p in files] if target.is_dir() else []
     if any(what for _, what in entries):
         print("Not graded: LMS entries that are not handed-in files: " + ", ".join(
-            f"{p.relative_to(target).as_posix()} ({what})" for p, what in entries if what))
+            f"{identity.shown(p.relative_to(target))} ({what})" for p, what in entries if what))
         files = [p for p, what in entries if not what]
     if not files:
         print(f"No submissions in {target}.")
         return 2
-    team = identity.moodle_team_name(p.relative_to(target).as_posix() for p in files) \
+    team = identity.moodle_team_name(identity.shown(p.relative_to(target)) for p in files) \
         if target.is_dir() and not args.moodle_teams else None
     if team:
         print(f"Not graded: {team!r} is how Moodle names the team submissions of students in no "
@@ -214,10 +216,16 @@ def _grade_file(target, pool, test_set, args):
 
 
 def _grade_folder(target, files, pool, test_set, args):
-    items = identity.submissions(target, files, teams=args.moodle_teams)
+    notes = []
+    items = identity.submissions(target, files, teams=args.moodle_teams, notes=notes)
     out = Path(args.out) if args.out else target
-    csv_path = Path(args.csv) if args.csv else target / "grades.csv"
-    json_path = Path(args.json) if args.json else target / "grades.json"
+    try:  # before any grading: the verdicts need somewhere to go
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"Not graded: cannot create {out} ({e}); choose another place with --out")
+        return 2
+    csv_path = Path(args.csv) if args.csv else out / "grades.csv"
+    json_path = Path(args.json) if args.json else out / "grades.json"
     n_students = len({s.student.key for s in items})
     print(f"{len(files)} files from {n_students} students; {pool.jobs} at once, each under "
           f"{args.timeout:g} s and "
@@ -226,6 +234,9 @@ def _grade_folder(target, files, pool, test_set, args):
     warning = identity.one_student_warning(items)
     if warning:
         print(warning)
+    if notes:
+        print(f"Given to the student their folder names, not to the one their LMS-looking name "
+              f"names (the folder holds no other student's such names): {', '.join(notes)}.")
     if any(s.student.lms == "moodle" for s in items):
         print("Moodle names: each number is taken for a participant id, the grading worksheet's "
               "'Participant <id>'. If the assignment takes team submissions, the numbers are "
@@ -252,36 +263,37 @@ def _grade_folder(target, files, pool, test_set, args):
 
     rows = tables.students(list(zip(items, reports)))
     counted = {items.index(row.submission) for row in rows}
-    tables.write_csv(reports, csv_path, items, counted)
-    tables.write_json(reports, json_path, items, counted)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # the verdicts above and in grades.csv still stand
-        print(f"Could not write into {out} ({e}); choose another place with --out")
-        return 0
-    written = [csv_path, json_path, out / "students.csv"]
-    tables.write_students(rows, out / "students.csv", args.points)
-    if any(row.student.lms == "canvas" for row in rows):
-        tables.write_canvas(rows, out / "canvas-grades.csv", args.points, args.assignment)
+    written = [path for path, ok in [
+        (csv_path, tables.write_csv(reports, csv_path, items, counted)),
+        (json_path, tables.write_json(reports, json_path, items, counted)),
+        (out / "students.csv", tables.write_students(rows, out / "students.csv", args.points))] if ok]
+    anonymous = [row for row in rows if row.student.lms == "canvas" and row not in tables.canvas_rows(rows)]
+    if tables.canvas_rows(rows) and tables.write_canvas(rows, out / "canvas-grades.csv", args.points,
+                                                        args.assignment):
         written.append(out / "canvas-grades.csv")
-    if any(row.student.lms == "moodle" for row in rows):
-        tables.write_moodle(rows, out / "moodle-grades.csv", args.points)
+    if anonymous:
+        print(f"Canvas anonymous submissions ({len(anonymous)}): not in canvas-grades.csv, whose "
+              "import matches Canvas user ids, which anonymous names hide; their scores are in "
+              "students.csv: enter them in SpeedGrader.")
+    if any(row.student.lms == "moodle" for row in rows) and tables.write_moodle(
+            rows, out / "moodle-grades.csv", args.points):
         written.append(out / "moodle-grades.csv")
     if any(row.student.lms == "moodle-team" for row in rows):
         print("Moodle team submissions: one score per group in students.csv. Moodle's grading "
               "worksheet has a row per participant, and the download does not say who is in "
               "which group, so no worksheet is written: enter each group's score in Moodle's "
               "grader with 'Apply grades and feedback to entire group' on.")
-    tables.write_feedback(rows, out / "feedback", out / "feedback.zip", args.points,
-                          test_set.short())
+    feedback = tables.write_feedback(rows, out / "feedback", out / "feedback.zip", args.points,
+                                     test_set.short())
     counts = {s: sum(r.status == s for r in reports) for s in EXIT}
     ungraded = sum(row.report.status == "invalid" for row in rows)
     print(f"{len(reports)} files: {counts['pass']} pass, {counts['fail']} fail, "
           f"{counts['invalid']} invalid. {len(rows)} students"
           + (f", {ungraded} of them with no gradable file (no score: see their comment)"
              if ungraded else "") + ".")
-    print("Written: " + ", ".join(map(str, written))
-          + f"; a feedback file per student in {out / 'feedback'} and {out / 'feedback.zip'}.")
+    print("Written: " + (", ".join(map(str, written)) or "no table")
+          + (f"; a feedback file per student in {out / 'feedback'} and {out / 'feedback.zip'}."
+             if feedback else "; no feedback files."))
     if pool.replaced:
         print(f"Workers ended early (a timeout, a crash, out of memory or grown too large) and "
               f"replaced: {pool.replaced}.")

@@ -46,8 +46,8 @@ _NAME = r"(?:\w|[^\x00-\x7f\s])+?"
 _CANVAS = re.compile(rf"(?P<name>{_NAME})_(?:(?P<late>late)_)?(?P<id>\d+)_(?P<file_id>\d+)_(?P<file>.+)",
                      re.IGNORECASE)
 # Canvas' online-text and website-URL entries: no file id, nothing to grade.
-_CANVAS_ENTRY = re.compile(rf"(?P<name>{_NAME})_(?:(?P<late>late)_)?(?P<id>\d+)_(?:text|link)\.html?",
-                           re.IGNORECASE)
+_CANVAS_ENTRY = re.compile(rf"(?:(?P<name>{_NAME})_(?:(?P<late>late)_)?(?P<id>\d+)|(?:late_)?anon_[A-Za-z0-9]+)"
+                           r"_(?:text|link)\.html?", re.IGNORECASE)
 _CANVAS_ANONYMOUS = re.compile(r"(?:(?P<late>late)_)?anon_(?P<id>[A-Za-z0-9]+)_(?P<file_id>\d+)_"
                                r"(?P<file>.+)", re.IGNORECASE)
 
@@ -144,9 +144,10 @@ def _named_by_file(relative, student):
     return student.name.lower() not in {part.lower() for part in folders}
 
 
-def submissions(folder, files, teams=False):
+def submissions(folder, files, teams=False, notes=None):
     """Return a Submission for each file in ``files`` (paths under ``folder``), in their order;
-    ``teams``: a Moodle download of team submissions (see ``identify``).
+    ``teams``: a Moodle download of team submissions (see ``identify``); ``notes`` (a list)
+    gets each file whose LMS-looking name the rule below gave to its folder instead.
 
     A Canvas- or Moodle-looking file name inside a subfolder counts as the LMS's only where
     that folder holds such names of several students (a download unzipped into a folder;
@@ -156,7 +157,7 @@ def submissions(folder, files, teams=False):
     folder = Path(folder)
     found = []
     for path in files:
-        relative = PurePosixPath(Path(path).relative_to(folder).as_posix())
+        relative = PurePosixPath(shown(Path(path).relative_to(folder)))
         found.append((Path(path), relative, *identify(relative, teams)))
     seen = {}  # per folder and LMS: the ids, names and Canvas file ids its files' names carry
     for _, relative, student, file_id, _ in found:
@@ -174,9 +175,18 @@ def submissions(folder, files, teams=False):
             # a "file id" and a name: one student's own file names.
             own_ids = student.lms != "canvas" or len(set(file_ids)) == len(file_ids)
             if not (len(ids) >= 2 and len(names) >= 2 and own_ids):
+                if notes is not None:
+                    notes.append(f"{relative.as_posix()} ({student.label()} by its name)")
                 student, file_id, late = Student(f"name:{relative.parts[0]}", relative.parts[0]), "", False
         result.append(Submission(path, relative.as_posix(), student, file_id, late))
     return result
+
+
+def shown(path):
+    """Return a path as text that can be printed and written: a name that is not valid UTF-8
+    (from a zip unpacked without its UTF-8 flag) keeps its other letters, the rest as U+FFFD."""
+    text = PurePosixPath(path).as_posix()
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def best(reports):

@@ -168,9 +168,15 @@ def write_students(rows, path, points):
          len(row.items)] for row in rows]))
 
 
+def canvas_rows(rows):
+    """Return the rows Canvas' gradebook import can take: those with a Canvas user id (an
+    anonymous submission's name hides it)."""
+    return [row for row in rows if row.student.lms == "canvas" and row.student.id.isdigit()]
+
+
 def write_canvas(rows, path, points, assignment):
     """Write the Canvas gradebook import table for the rows with a Canvas user id."""
-    rows = [row for row in rows if row.student.lms == "canvas" and row.student.id.isdigit()]
+    rows = canvas_rows(rows)
     table = [["Points Possible", "", "", "", "", f"{points:g}"]]
     table += [[row.student.name, row.student.id, "", "", "", _number(row.score(points))]
               for row in rows]
@@ -264,7 +270,9 @@ def write_text(path, text):
     try:
         if path.is_symlink():  # replaced, not followed: a link planted in a class folder
             path.unlink()
-        path.write_text(text, encoding="utf-8")
+        # Bytes, not text mode: the CSV text already ends its lines in \r\n, which text mode
+        # on Windows would turn into \r\r\n (a blank row after every row).
+        path.write_bytes(text.encode("utf-8"))
         return True
     except OSError as e:  # e.g. a read-only folder: the verdicts printed above still stand
         print(f"Could not write {path} ({e}); choose another place with --out, --json or --csv")
