@@ -39,7 +39,8 @@ FULL_MODE_ON_CPU = {
     "02": "an 800 MB download, then up to 5 epochs of about 100 batches of 32 (one batch took "
           "49 s, tracing included), twice with COMPARE_LOSSES (the Dice-loss U-Net): up to about 14 hours",
     "03": "tens of seconds per image for the real Mask R-CNN: several minutes for the lab",
-    "04": "up to 30 epochs of about 3 minutes each (4 on one core): up to 90 minutes",
+    "04": "up to 30 epochs of about 4 minutes each on one CPU core (measured; nearer 3 on "
+          "two): up to 2 hours",
 }
 LONG_ON_CPU = {"01", "02", "04"}  # notebooks whose full run on a CPU is worth a GPU
 
