@@ -499,7 +499,8 @@ def test_the_grading_benchmark_builds_a_class_of_distinct_canvas_named_files(tmp
 
 
 @pytest.mark.parametrize("teams", [False, True])
-def test_a_moodle_class_gets_a_worksheet_by_participant_or_a_score_per_group(teams, tmp_path, capsys):
+def test_a_moodle_class_gets_a_worksheet_by_participant_or_a_score_per_group(
+        teams, tmp_path, capsys):
     from helpers.grader import cli
     from tests.grading_models import GOOD_MODEL
 
@@ -533,7 +534,8 @@ def test_a_moodle_class_gets_a_worksheet_by_participant_or_a_score_per_group(tea
                             "Team Rocket_17_assignsubmission_file_grade-feedback.txt"]
 
 
-def test_a_class_run_writes_where_told_names_what_it_reassigned_and_survives_odd_names(tmp_path, capsys):
+def test_a_class_run_writes_where_told_names_what_it_reassigned_and_survives_odd_names(
+        tmp_path, capsys):
     from helpers.grader import cli
     from tests.grading_models import GOOD_MODEL
 
@@ -559,9 +561,11 @@ def test_a_class_run_writes_where_told_names_what_it_reassigned_and_survives_odd
     students = {row["student"]: row for row in csv.DictReader(io.StringIO(raw.decode("utf-8")))}
     assert sorted(students) == ["alice", "anon_k3J9x", "caf\ufffd"]
     # The Canvas name in alice's folder went to alice, and the run says so.
-    assert ("Given to the student their folder names, not to the one their LMS-looking name "
-            "names (the folder holds no other student's such names): "
-            "alice/smithjane_12345_90002_model.keras (smithjane (Canvas user 12345) by its name).") in printed
+    assert ("Given to the student named by their folder, not to the one their LMS-looking "
+            "file name names (the folder holds no other student's such names): "
+            "alice/smithjane_12345_90002_model.keras (smithjane (Canvas user 12345) by its name).") \
+        in printed
     # An anonymous Canvas submission has no gradebook row: no table with none, and a note.
     assert "Canvas anonymous submissions (1): not in canvas-grades.csv" in printed
-    assert "Written: " + ", ".join(str(out / n) for n in ("grades.csv", "grades.json", "students.csv")) in printed
+    tables_written = ", ".join(str(out / n) for n in ("grades.csv", "grades.json", "students.csv"))
+    assert "Written: " + tables_written in printed

@@ -235,8 +235,9 @@ def _grade_folder(target, files, pool, test_set, args):
     if warning:
         print(warning)
     if notes:
-        print(f"Given to the student their folder names, not to the one their LMS-looking name "
-              f"names (the folder holds no other student's such names): {', '.join(notes)}.")
+        print("Given to the student named by their folder, not to the one their LMS-looking "
+              "file name names (the folder holds no other student's such names): "
+              + ", ".join(notes) + ".")
     if any(s.student.lms == "moodle" for s in items):
         print("Moodle names: each number is taken for a participant id, the grading worksheet's "
               "'Participant <id>'. If the assignment takes team submissions, the numbers are "
@@ -263,13 +264,15 @@ def _grade_folder(target, files, pool, test_set, args):
 
     rows = tables.students(list(zip(items, reports)))
     counted = {items.index(row.submission) for row in rows}
+    students_path = out / "students.csv"
     written = [path for path, ok in [
         (csv_path, tables.write_csv(reports, csv_path, items, counted)),
         (json_path, tables.write_json(reports, json_path, items, counted)),
-        (out / "students.csv", tables.write_students(rows, out / "students.csv", args.points))] if ok]
-    anonymous = [row for row in rows if row.student.lms == "canvas" and row not in tables.canvas_rows(rows)]
-    if tables.canvas_rows(rows) and tables.write_canvas(rows, out / "canvas-grades.csv", args.points,
-                                                        args.assignment):
+        (students_path, tables.write_students(rows, students_path, args.points))] if ok]
+    gradebook = tables.canvas_rows(rows)
+    anonymous = [row for row in rows if row.student.lms == "canvas" and row not in gradebook]
+    if gradebook and tables.write_canvas(rows, out / "canvas-grades.csv", args.points,
+                                         args.assignment):
         written.append(out / "canvas-grades.csv")
     if anonymous:
         print(f"Canvas anonymous submissions ({len(anonymous)}): not in canvas-grades.csv, whose "

@@ -46,8 +46,8 @@ _NAME = r"(?:\w|[^\x00-\x7f\s])+?"
 _CANVAS = re.compile(rf"(?P<name>{_NAME})_(?:(?P<late>late)_)?(?P<id>\d+)_(?P<file_id>\d+)_(?P<file>.+)",
                      re.IGNORECASE)
 # Canvas' online-text and website-URL entries: no file id, nothing to grade.
-_CANVAS_ENTRY = re.compile(rf"(?:(?P<name>{_NAME})_(?:(?P<late>late)_)?(?P<id>\d+)|(?:late_)?anon_[A-Za-z0-9]+)"
-                           r"_(?:text|link)\.html?", re.IGNORECASE)
+_CANVAS_ENTRY = re.compile(rf"(?:(?P<name>{_NAME})_(?:(?P<late>late)_)?(?P<id>\d+)"
+                           r"|(?:late_)?anon_[A-Za-z0-9]+)_(?:text|link)\.html?", re.IGNORECASE)
 _CANVAS_ANONYMOUS = re.compile(r"(?:(?P<late>late)_)?anon_(?P<id>[A-Za-z0-9]+)_(?P<file_id>\d+)_"
                                r"(?P<file>.+)", re.IGNORECASE)
 
@@ -114,8 +114,8 @@ def identify(relative, teams=False):
     for part in parts:
         found = _MOODLE.fullmatch(part)
         if found and teams:
-            return (Student(f"moodle-group:{found['id']}", found["name"], "moodle-team", found["id"]),
-                    "", False)
+            group = Student(f"moodle-group:{found['id']}", found["name"], "moodle-team", found["id"])
+            return group, "", False
         if found:
             return Student(f"moodle:{found['id']}", found["name"], "moodle", found["id"]), "", False
         found = _MOODLE_NO_ID.fullmatch(part) if teams else None
@@ -151,8 +151,8 @@ def submissions(folder, files, teams=False, notes=None):
 
     A Canvas- or Moodle-looking file name inside a subfolder counts as the LMS's only where
     that folder holds such names of several students (a download unzipped into a folder;
-    Canvas: each file with its own file id), or is named after the student; otherwise the folder is the student's, and ``fcn_8_20_epochs.keras`` in it is just a
-    file name.
+    Canvas: each file with its own file id), or is named after the student; otherwise the
+    folder is the student's, and ``fcn_8_20_epochs.keras`` in it is just a file name.
     """
     folder = Path(folder)
     found = []
@@ -162,7 +162,8 @@ def submissions(folder, files, teams=False, notes=None):
     seen = {}  # per folder and LMS: the ids, names and Canvas file ids its files' names carry
     for _, relative, student, file_id, _ in found:
         if _named_by_file(relative, student):
-            ids, names, file_ids = seen.setdefault((relative.parent, student.lms), (set(), set(), []))
+            key = (relative.parent, student.lms)
+            ids, names, file_ids = seen.setdefault(key, (set(), set(), []))
             ids.add(student.id)
             names.add(student.name.lower())
             file_ids.append(file_id)
