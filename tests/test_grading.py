@@ -228,11 +228,16 @@ def test_corrupt_truncated_and_wrong_type_files_get_exit_2(untrained_model, tmp_
     garbage.write_bytes(b"this is not a model")
     wrong_type = tmp_path / "model.h5"
     wrong_type.write_bytes(untrained_model.read_bytes())
+    latin1 = tmp_path / os.fsdecode(b"caf\xe9.keras")  # a name that is not UTF-8
+    latin1.write_bytes(b"this is not a model either")
     for path, reason in ((truncated, "not a readable .keras archive"),
                          (garbage, "not a readable .keras archive"),
-                         (wrong_type, "not a .keras file")):
+                         (wrong_type, "not a .keras file"),
+                         (latin1, "caf\ufffd.keras is not a readable .keras archive")):
         assert grading.main([str(path), "--json", str(tmp_path / "v.json")]) == 2
         assert reason in capsys.readouterr().out
+    assert grading.main([str(latin1)]) == 2  # its verdict beside it, under its own name
+    assert latin1.with_name(latin1.name + ".grade.json").is_file()
 
 
 @pytest.mark.parametrize("shape, message", [

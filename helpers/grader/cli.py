@@ -205,13 +205,13 @@ def _stamp(report, test_set):
 
 
 def _grade_file(target, pool, test_set, args):
-    report = (_checked_before_loading(target, str(target))
-              or pool.grade_one(target, str(target)))
+    name = identity.shown(target)  # printable, whatever bytes the file's name holds
+    report = _checked_before_loading(target, name) or pool.grade_one(target, name)
     _stamp(report, test_set)
     print(report.text())
     out = Path(args.json) if args.json else target.with_name(target.name + ".grade.json")
     if tables.write_text(out, json.dumps(asdict(report), indent=1) + "\n"):
-        print(f"Verdict written to {out}")
+        print(f"Verdict written to {identity.shown(out)}")
     return EXIT[report.status]
 
 

@@ -183,11 +183,16 @@ def submissions(folder, files, teams=False, notes=None):
     return result
 
 
-def shown(path):
-    """Return a path as text that can be printed and written: a name that is not valid UTF-8
-    (from a zip unpacked without its UTF-8 flag) keeps its other letters, the rest as U+FFFD."""
-    text = PurePosixPath(path).as_posix()
+def printable(text):
+    """Return ``text`` with what cannot be encoded as UTF-8 replaced by U+FFFD: the surrogates
+    by which Python keeps a file name that is not valid UTF-8 (from a zip unpacked without
+    its UTF-8 flag), which no table or terminal can take."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def shown(path):
+    """Return a path as text that can be printed and written (see ``printable``)."""
+    return printable(PurePosixPath(path).as_posix())
 
 
 def best(reports):

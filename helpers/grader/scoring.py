@@ -20,6 +20,7 @@ import numpy as np
 
 from helpers import m2nist, metrics
 from helpers.grader import limits, safety
+from helpers.grader.identity import printable
 from helpers.grader.safety import InvalidSubmission
 
 PASS_MARK = 60.0
@@ -146,6 +147,10 @@ class Report:
     test_split: str = ""  # which data it was graded on, in words
     test_set: dict = field(default_factory=dict)  # and by name, SHA-256 and image count
     resources: dict = field(default_factory=dict)  # seconds and memory the grading took
+
+    def __post_init__(self):
+        # A file name that is not valid UTF-8 reaches the name and the message as surrogates.
+        self.submission, self.message = printable(self.submission), printable(self.message)
 
     def text(self):
         """Return the report as lines a person reads."""
