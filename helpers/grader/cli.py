@@ -205,8 +205,8 @@ def _stamp(report, test_set):
 
 
 def _grade_file(target, pool, test_set, args):
-    name = identity.shown(target)  # printable, whatever bytes the file's name holds
-    report = _checked_before_loading(target, name) or pool.grade_one(target, name)
+    report = (_checked_before_loading(target, str(target))  # Report makes the name printable
+              or pool.grade_one(target, str(target)))
     _stamp(report, test_set)
     print(report.text())
     out = Path(args.json) if args.json else target.with_name(target.name + ".grade.json")
@@ -270,12 +270,12 @@ def _grade_folder(target, files, pool, test_set, args):
         (json_path, tables.write_json(reports, json_path, items, counted)),
         (students_path, tables.write_students(rows, students_path, args.points))] if ok]
     gradebook = tables.canvas_rows(rows)
-    anonymous = [row for row in rows if row.student.lms == "canvas" and row not in gradebook]
+    anonymous = sum(row.student.lms == "canvas" for row in rows) - len(gradebook)
     if gradebook and tables.write_canvas(rows, out / "canvas-grades.csv", args.points,
                                          args.assignment):
         written.append(out / "canvas-grades.csv")
     if anonymous:
-        print(f"Canvas anonymous submissions ({len(anonymous)}): not in canvas-grades.csv, whose "
+        print(f"Canvas anonymous submissions ({anonymous}): not in canvas-grades.csv, whose "
               "import matches Canvas user ids, which anonymous names hide; their scores are in "
               "students.csv: enter them in SpeedGrader.")
     if any(row.student.lms == "moodle" for row in rows) and tables.write_moodle(

@@ -88,13 +88,19 @@ def not_a_file_submission(relative):
     """
     parts = PurePosixPath(relative).parts
     for part in parts:
-        found = _MOODLE.fullmatch(part) or _MOODLE_NO_ID.fullmatch(part)
+        found = _moodle(part, teams=True)
         if found:
             return None if found["plugin"] == "file" else f"Moodle {found['plugin']} entry"
     if _CANVAS.fullmatch(parts[-1]):  # a file id: a handed-in file, whatever it is called
         return None
     found = _CANVAS_ENTRY.fullmatch(parts[-1])
     return f"Canvas {parts[-1].rsplit('_', 1)[-1].split('.')[0]} entry" if found else None
+
+
+def _moodle(part, teams):
+    """Match a Moodle name, ``<name>_<id>_assignsubmission_<plugin>…``; with ``teams``, also a
+    team's without an id."""
+    return _MOODLE.fullmatch(part) or (_MOODLE_NO_ID.fullmatch(part) if teams else None)
 
 
 def moodle_team_name(relatives):
@@ -112,15 +118,13 @@ def identify(relative, teams=False):
     ``teams``: Moodle's names are of groups (team submissions), not of participants."""
     parts = PurePosixPath(relative).parts
     for part in parts:
-        found = _MOODLE.fullmatch(part)
-        if found and teams:
-            group = Student(f"moodle-group:{found['id']}", found["name"], "moodle-team", found["id"])
-            return group, "", False
+        found = _moodle(part, teams)
         if found:
-            return Student(f"moodle:{found['id']}", found["name"], "moodle", found["id"]), "", False
-        found = _MOODLE_NO_ID.fullmatch(part) if teams else None
-        if found:
-            return Student(f"moodle-group:{found['name']}", found["name"], "moodle-team"), "", False
+            number = found.groupdict().get("id") or ""
+            if teams:  # a group: its id, or its name where Moodle gives none
+                return (Student(f"moodle-group:{number or found['name']}", found["name"],
+                                "moodle-team", number), "", False)
+            return Student(f"moodle:{number}", found["name"], "moodle", number), "", False
     found = _CANVAS_ANONYMOUS.fullmatch(parts[-1])
     if found:
         user = f"anon_{found['id']}"
@@ -139,7 +143,7 @@ def _named_by_file(relative, student):
     folders = relative.parts[:-1]
     if not folders or student.lms == "":
         return False
-    if any(_MOODLE.fullmatch(p) or _MOODLE_NO_ID.fullmatch(p) for p in folders):
+    if any(_moodle(p, teams=True) for p in folders):
         return False  # Moodle's folder per student
     return student.name.lower() not in {part.lower() for part in folders}
 
@@ -158,18 +162,20 @@ def submissions(folder, files, teams=False, notes=None):
     found = []
     for path in files:
         relative = PurePosixPath(shown(Path(path).relative_to(folder)))
-        found.append((Path(path), relative, *identify(relative, teams)))
+        student, file_id, late = identify(relative, teams)
+        by_file = _named_by_file(relative, student)
+        found.append((Path(path), relative, student, file_id, late, by_file))
     seen = {}  # per folder and LMS: the ids, names and Canvas file ids its files' names carry
-    for _, relative, student, file_id, _ in found:
-        if _named_by_file(relative, student):
+    for _, relative, student, file_id, _, by_file in found:
+        if by_file:
             key = (relative.parent, student.lms)
             ids, names, file_ids = seen.setdefault(key, (set(), set(), []))
             ids.add(student.id)
             names.add(student.name.lower())
             file_ids.append(file_id)
     result = []
-    for path, relative, student, file_id, late in found:
-        if _named_by_file(relative, student):
+    for path, relative, student, file_id, late, by_file in found:
+        if by_file:
             ids, names, file_ids = seen[(relative.parent, student.lms)]
             # An LMS download: several students, and (Canvas) every file its own: file ids are
             # unique across Canvas. "fcn_8_20_epochs.keras" and "fcn_16_20_epochs.keras" share
