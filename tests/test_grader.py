@@ -498,9 +498,16 @@ def test_the_grading_benchmark_builds_a_class_of_distinct_canvas_named_files(tmp
     assert "a class of 200 in <= 300 s on 2 cores: met (300 s extrapolated" in text
 
 
+@pytest.fixture(scope="module")
+def small_test_set(tmp_path_factory):
+    """A private test set of 6 images, for class runs whose grading the stand-in does."""
+    path = tmp_path_factory.mktemp("test-set") / "t.zip"
+    return testset.load_test_set(url=str(testset.make_private_test_set(path, 6, seed=1, digits="sklearn")[0]))
+
+
 @pytest.mark.parametrize("teams", [False, True])
 def test_a_moodle_class_gets_a_worksheet_by_participant_or_a_score_per_group(
-        teams, tmp_path, capsys):
+        teams, small_test_set, tmp_path, capsys):
     from helpers.grader import cli
     from tests.grading_models import GOOD_MODEL
 
@@ -510,11 +517,9 @@ def test_a_moodle_class_gets_a_worksheet_by_participant_or_a_score_per_group(
     for name in names:  # real .keras files, which pass the checks made before a worker loads them
         (folder / name).parent.mkdir(parents=True)
         (folder / name).write_bytes(GOOD_MODEL.read_bytes())
-    private = testset.make_private_test_set(tmp_path / "t.zip", 6, seed=1, digits="sklearn")[0]
-    test_set = testset.load_test_set(url=str(private))
     args = cli._parser().parse_args([str(folder)] + ["--moodle-teams"] * teams)
     files = tables.submissions_in(folder)
-    assert cli._grade_folder(folder, files, stand_in_pool(tmp_path, jobs=1), test_set, args) == 0
+    assert cli._grade_folder(folder, files, stand_in_pool(tmp_path, jobs=1), small_test_set, args) == 0
     out = capsys.readouterr().out
     students = {row["student"]: row for row in csv.DictReader(open(folder / "students.csv"))}
     # The stand-in grades a file len(its name), a fail.
@@ -535,7 +540,7 @@ def test_a_moodle_class_gets_a_worksheet_by_participant_or_a_score_per_group(
 
 
 def test_a_class_run_writes_where_told_names_what_it_reassigned_and_survives_odd_names(
-        tmp_path, capsys):
+        small_test_set, tmp_path, capsys):
     from helpers.grader import cli
     from tests.grading_models import GOOD_MODEL
 
@@ -546,11 +551,9 @@ def test_a_class_run_writes_where_told_names_what_it_reassigned_and_survives_odd
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(GOOD_MODEL.read_bytes())
     (folder / "anon_k3J9x_text.html").write_text("<p>see the file</p>")
-    private = testset.make_private_test_set(tmp_path / "t.zip", 6, seed=1, digits="sklearn")[0]
-    test_set = testset.load_test_set(url=str(private))
     args = cli._parser().parse_args([str(folder), "--out", str(out)])
     files = [p for p in tables.submissions_in(folder) if not p.name.endswith(".html")]
-    assert cli._grade_folder(folder, files, stand_in_pool(tmp_path, jobs=1), test_set, args) == 0
+    assert cli._grade_folder(folder, files, stand_in_pool(tmp_path, jobs=1), small_test_set, args) == 0
     printed = capsys.readouterr().out
     # Every table in --out, none in the class's folder; lines end in \r\n, on any system.
     assert sorted(p.name for p in out.iterdir()) == ["feedback", "feedback.zip", "grades.csv",
