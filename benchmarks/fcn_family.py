@@ -64,6 +64,7 @@ def run(fcn, variant, init, params, data):
         alpha=params["FINAL_LR_FRACTION"])
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy", metrics.mean_iou_metric(n_classes)])
+    model.optimizer.build(model.trainable_variables)  # as the notebook: fit traces its step once
     stop = keras.callbacks.EarlyStopping(monitor="val_mean_iou", mode="max",
                                          patience=params["PATIENCE"], restore_best_weights=True)
     start = time.perf_counter()

@@ -172,6 +172,7 @@ def train(splits, recipe, epochs, seed=42, train_count=None, log=print, function
     model = keras.Model(inputs, fns["fcn8_decoder"](*fns["encoder"](inputs), m2nist.N_CLASSES))
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy", metrics.mean_iou_metric(m2nist.N_CLASSES)])
+    model.optimizer.build(model.trainable_variables)  # as the notebook: fit traces its step once
     curve = []
 
     class Record(keras.callbacks.Callback):

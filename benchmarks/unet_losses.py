@@ -66,6 +66,7 @@ def train_and_score(loss, seed, splits, params):
                                                       epochs * int(train.cardinality()), alpha=0.01)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss_function(loss),
                   metrics=[metrics.mean_iou_metric(3)])
+    model.optimizer.build(model.trainable_variables)  # as the notebook: fit traces its step once
     stop = keras.callbacks.EarlyStopping(monitor="val_mean_iou", mode="max",
                                          patience=params["PATIENCE"], restore_best_weights=True)
     cpu, wall = time.process_time(), time.perf_counter()
