@@ -185,6 +185,7 @@ def show_detections(image, detections, label_map=None, ax=None, title=None, alph
 def plot_history(history, metric_names=("loss", "accuracy")):
     """Plot training and validation curves from a Keras History (or its ``.history`` dict)."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     logs = getattr(history, "history", history)
     names = [n for n in metric_names if n in logs]
@@ -197,6 +198,7 @@ def plot_history(history, metric_names=("loss", "accuracy")):
         if f"val_{name}" in logs:
             ax.plot(epochs, logs[f"val_{name}"], "o-", label="validation")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
         ax.set_title(name)
         ax.legend()
     plt.show()

@@ -91,6 +91,9 @@ def test_plot_history_draws_one_axis_per_metric_with_validation_curves():
     axes = plt.gcf().axes
     assert [ax.get_title() for ax in axes] == ["loss", "accuracy"]
     assert len(axes[0].lines) == 2 and len(axes[1].lines) == 1
+    # Epochs are whole numbers: the ticks of a 2-epoch run are 1 and 2, not 1.2, 1.4, ...
+    ticks = [t for t in axes[0].get_xticks() if 1 <= t <= 2]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
     plt.close("all")
     with pytest.raises(ValueError, match=r"the history has \['loss'\]"):
         viz.plot_history({"loss": [1]}, ("mean_iou",))
