@@ -186,6 +186,7 @@ def load_frames(pairs, size, cache_dir=None):
             return saved
     ds = tf.data.Dataset.from_tensor_slices(([str(p) for p, _ in pairs], [str(q) for _, q in pairs]))
     ds = ds.map(lambda i, l: load_pair(i, l, size), num_parallel_calls=tf.data.AUTOTUNE).batch(64)
+    ds = without_autotune(ds)
     images = np.zeros((len(pairs), *size, 3), np.uint8)
     labels = np.zeros((len(pairs), *size), np.uint8)
     start = 0
@@ -202,6 +203,26 @@ def load_frames(pairs, size, cache_dir=None):
         except OSError as e:  # a read-only or full disk costs speed, not the run
             warnings.warn(f"Could not save decoded frames to {cache} ({e}); the next run decodes again.")
     return images, labels
+
+
+def without_autotune(ds):
+    """Return ``ds`` with tf.data's autotuning off, so that deleting an iterator is instant.
+
+    In TensorFlow 2.21, deleting an iterator of an autotuned pipeline often waits for the
+    autotuner's next wake-up, which comes 10 ms, 30 ms, 70 ms ... 20.47 s, 40.95 s, 81.91 s
+    after the iterator was made (the period doubles, up to a minute). Keras makes a new
+    iterator for every training epoch, every validation pass and every ``predict``, so each of
+    them could wait about as long again as it had run: notebook 4's quick training (3 epochs)
+    took 129 s and 163 s with the autotuner, 108 s and 125 s without, with identical losses
+    (two runs of ``python -m benchmarks.iterators``). Without the autotuner, ``AUTOTUNE`` map
+    parallelism starts, and stays, at the number of CPU cores (at most 16) and ``prefetch``
+    keeps its own buffer tuner; the elements and their order are the same.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
 
 
 def random_flip(image, label, seed):
@@ -232,7 +253,7 @@ def batch_pipeline(ds, batch_size, shuffle=False, augment=False, seed=0, cache=T
             lambda pair, s: random_flip(*pair, seed=s), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.int32)),
                                   num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return without_autotune(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def make_dataset(pairs, size, batch_size, shuffle=False, augment=False, seed=0, cache_dir=None):

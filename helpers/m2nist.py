@@ -134,10 +134,12 @@ def make_m2nist_dataset(images, labels, batch_size, shuffle=False, weights=None,
     """
     import tensorflow as tf
 
+    from helpers.datasets import without_autotune
+
     arrays = (scale_images(images), np.asarray(labels, np.int32))
     if weights is not None:
         arrays += (_check_weights(weights, labels),)
     ds = tf.data.Dataset.from_tensor_slices(arrays)
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return without_autotune(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))

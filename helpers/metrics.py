@@ -114,9 +114,20 @@ def segmentation_scores(y_true, y_pred, n_classes):
     return Scores.from_confusion(confusion_matrix(y_true, y_pred, n_classes))
 
 
-def predict_labels(model, images):
-    """Return the model's per-pixel class ids (argmax over the last axis) for a batch."""
-    return np.argmax(model.predict(images, verbose=0), axis=-1)
+def predict_labels(model, images, batch_size=32):
+    """Return the model's per-pixel class ids (argmax over the last axis) for a batch.
+
+    The images go to ``model.predict`` as a pipeline of batches of ``batch_size`` (Keras'
+    own default) with tf.data's autotuning off: Keras would wrap an array in an autotuned one,
+    whose deletion after the prediction can wait about as long as the prediction took
+    (``helpers.datasets.without_autotune`` says why).
+    """
+    import tensorflow as tf
+
+    from helpers.datasets import without_autotune
+
+    batches = without_autotune(tf.data.Dataset.from_tensor_slices(images).batch(batch_size))
+    return np.argmax(model.predict(batches, verbose=0), axis=-1)
 
 
 def evaluate_dataset(model, dataset, n_classes):

@@ -2,7 +2,9 @@
 
 import sys
 
-from benchmarks import common, fcn_family, mask_rcnn, memory, notebooks, pipeline, training
+import numpy as np
+
+from benchmarks import common, fcn_family, iterators, mask_rcnn, memory, notebooks, pipeline, training
 
 
 def test_pipeline_benchmark_compares_like_for_like_batches(capsys, monkeypatch):
@@ -85,3 +87,28 @@ def test_fcn_family_benchmark_trains_the_notebooks_fcn_and_compares_the_starts(s
     text = fcn_family.report(made_up)
     assert "FCN-32s: bilinear better in 1 of 2 seeds, mean IoU +0.050 on average" in text
     assert "0.200-0.500" in text and "0.300-0.300" in text  # each start's range over the seeds
+
+
+def test_iterator_benchmark_trains_alike_with_the_autotuner_on_and_off():
+    from keras import layers
+
+    from benchmarks import m2nist_recipe
+    from helpers import m2nist
+
+    rng = np.random.default_rng(0)
+    splits = {name: (rng.integers(0, 256, (n, *m2nist.IMAGE_SHAPE), dtype=np.uint8),
+                     rng.integers(0, m2nist.N_CLASSES, (n, *m2nist.IMAGE_SHAPE), dtype=np.uint8))
+              for name, n in (("train", 32), ("validation", 16))}
+    # The notebook's weights, and a one-layer model in place of its FCN-8.
+    functions = dict(m2nist_recipe.notebook_functions(), encoder=lambda image: (image,) * 3,
+                     fcn8_decoder=lambda pool3, pool4, pool5, n: layers.Conv2D(n, 3, padding="same",
+                                                                               activation="softmax")(pool3))
+    results = iterators.measure(epochs=2, train_count=32, splits=splits, functions=functions,
+                                warm_up=False)
+    assert list(results) == [True, False]  # the autotuner on, then off
+    for seconds, total, losses in results.values():
+        assert len(seconds) == len(losses) == 2 and 0 < sum(seconds) <= total
+    # The autotuner changes when iterators are freed, never what the model sees.
+    assert results[True][2] == results[False][2]
+    text = iterators.report(results)
+    assert "Losses per epoch identical" in text and "on (TensorFlow's default)" in text

@@ -107,6 +107,20 @@ def test_pipeline_yields_resized_images_and_sparse_labels(small_camvid_zip, tmp_
     np.testing.assert_array_equal(labels[0].numpy(), nearest_reference(label, (24, 33)))
     expected = tf.image.resize(frame, (24, 33), method="bilinear").numpy()
     np.testing.assert_allclose(images[0].numpy(), expected, atol=0.5)  # stored as rounded uint8
+    # TF 2.21 deletes an autotuned iterator only at its autotuner's next wake-up: every epoch
+    # of a fit would wait (helpers.datasets.without_autotune).
+    assert ds.options().autotune.enabled is False
+
+
+def test_without_autotune_turns_off_only_the_autotuner_and_keeps_the_elements():
+    def pipeline():
+        return (tf.data.Dataset.range(20).shuffle(20, seed=3)
+                .map(lambda x: x * 2, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+
+    assert pipeline().options().autotune.enabled is None  # TensorFlow's default: on
+    untuned = datasets.without_autotune(pipeline())
+    assert untuned.options().autotune.enabled is False
+    assert [int(x) for x in untuned] == [int(x) for x in pipeline()]  # same elements, same order
 
 
 def pairs_of(tmp_path, names, value=0):
@@ -246,6 +260,21 @@ def test_pet_masks_stay_in_0_1_2_after_resizing():
     image, resized = datasets.preprocess_pet(pet_element(mask), (64, 64))
     assert set(np.unique(resized.numpy())) == {0, 1, 2}
     assert image.shape == (64, 64, 3) and float(tf.reduce_max(image)) <= 1.0
+
+
+def test_the_pets_pipelines_course_and_notebook_turn_the_autotuner_off():
+    import ast
+
+    from helpers import notebook_code
+
+    elements = tf.data.Dataset.from_tensors(pet_element(np.ones((6, 6)))).repeat(2)
+    assert datasets.make_pets_dataset(elements, (4, 4), 2).options().autotune.enabled is False
+    # Notebook 2 builds its own pipeline (the lesson), so it must say the same.
+    source = notebook_code.function_cells(notebook_code.read_notebook("02_unet_pets.ipynb"))["make_pipeline"]
+    function = next(node for node in ast.parse(source).body if isinstance(node, ast.FunctionDef))
+    returned = function.body[-1]
+    assert isinstance(returned, ast.Return) and ast.unparse(returned.value).startswith(
+        "datasets.without_autotune(")
 
 
 def test_pets_pipeline_flips_image_and_mask_together():

@@ -201,6 +201,7 @@ def test_pipeline_yields_the_weights_it_is_given(small_arrays):
     np.testing.assert_array_equal(np.asarray(y), labels[:8])
     unweighted = next(iter(m2nist.make_m2nist_dataset(images, labels, 8)))
     assert len(unweighted) == 2
+    assert ds.options().autotune.enabled is False  # helpers.datasets.without_autotune says why
 
 
 @pytest.mark.parametrize("weights, message", [

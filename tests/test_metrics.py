@@ -115,6 +115,8 @@ class FixedModel:
         self.n_classes, self.table = n_classes, table
 
     def predict(self, images, verbose=0):
+        if hasattr(images, "element_spec"):  # a tf.data pipeline of batches, as Keras takes
+            images = np.concatenate([np.asarray(batch) for batch in images])
         labels = self.table[np.asarray(images)[:, 0, 0, 0].astype(int)]
         return np.eye(self.n_classes)[labels]
 
@@ -195,3 +197,21 @@ def test_mean_iou_metric_tracks_training_by_name():
     logs = model.evaluate(x, y, batch_size=2, verbose=0, return_dict=True)
     expected = metrics.segmentation_scores(y, metrics.predict_labels(model, x), 3).mean_iou
     assert logs["mean_iou"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_predict_labels_predicts_in_batches_of_an_untuned_pipeline():
+    import keras
+
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(3, 1, activation="softmax")])
+    x = np.random.default_rng(1).random((70, 4, 4, 3)).astype("float32")
+    expected = np.argmax(model.predict(x, verbose=0), axis=-1)  # Keras on the array itself
+
+    seen = []
+
+    class Recording:
+        def predict(self, data, verbose):
+            seen.append((data.options().autotune.enabled, [len(b) for b in data]))
+            return model.predict(data, verbose=verbose)
+
+    np.testing.assert_array_equal(metrics.predict_labels(Recording(), x), expected)
+    assert seen == [(False, [32, 32, 6])]  # Keras' own batch size, autotuner off

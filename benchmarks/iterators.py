@@ -1,0 +1,115 @@
+"""Benchmark 10: what deleting a tf.data iterator costs, with tf.data's autotuner on and off.
+
+    python -m benchmarks.iterators                  # notebook 4's FCN-8, quick mode, 3 epochs each way (~5 min)
+    python -m benchmarks.iterators --epochs 5 --train-count 480
+
+In TensorFlow 2.21, deleting an iterator of an autotuned pipeline often waits (not every
+time) until the autotuner next wakes, at 10 ms, 30 ms, 70 ms ... 20.47 s, 40.95 s, 81.91 s
+after the iterator was made (the period doubles from 10 ms up to a minute). Keras makes an
+iterator for every training epoch, every validation pass and every ``predict``, and deletes it
+at the end. A bare pipeline iterated in a loop and deleted rarely waits; during training it
+waited most times (seen with ``py-spy dump --native``: the main thread inside
+``RootDataset::Iterator::~Iterator``, waiting on the autotuner's thread).
+
+The benchmark trains notebook 4's FCN-8 (the solution's own functions, quick-mode recipe and
+data, its ``make_m2nist_dataset`` pipelines) for a few epochs from the same seed, with the
+autotuner on (TensorFlow's default) and then off (``helpers.datasets.without_autotune``, as
+the course's pipelines are): the wall time of each epoch and of the whole ``fit``, and whether
+the losses are identical (they must be: only when iterators are freed changes).
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def autotuned(ds, enabled):
+    """Return ``ds`` with tf.data's autotuner explicitly on or off."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = enabled
+    return ds.with_options(options)
+
+
+def train_epochs(epochs, autotune, train_count=None, seed=42, splits=None, functions=None):
+    """Train notebook 4's FCN-8 (quick recipe) for ``epochs``; return (seconds per epoch, total, losses).
+
+    ``splits`` (default: quick mode's M2NIST) and ``functions`` (default: the solution
+    notebook's, see ``m2nist_recipe.notebook_functions``) are for a quick test.
+    """
+    import keras
+
+    from benchmarks import m2nist_recipe
+    from helpers import m2nist, metrics
+
+    fns = functions or m2nist_recipe.notebook_functions()
+    recipe = m2nist_recipe.notebook_recipe(quick=True)
+    splits = splits or m2nist.load_m2nist(quick=True)
+    images, labels = (a[:train_count] for a in splits["train"])
+    keras.utils.set_random_seed(seed)
+    batch = recipe["BATCH_SIZE"]
+    weights = fns["pixel_weights"](labels, recipe["DIGIT_WEIGHT"])
+    train_ds = autotuned(m2nist.make_m2nist_dataset(images, labels, batch, shuffle=True, seed=seed,
+                                                    weights=weights), autotune)
+    val_ds = autotuned(m2nist.make_m2nist_dataset(*splits["validation"], batch), autotune)
+    inputs = keras.Input((*m2nist.IMAGE_SHAPE, 1))
+    model = keras.Model(inputs, fns["fcn8_decoder"](*fns["encoder"](inputs), m2nist.N_CLASSES))
+    model.compile(optimizer=keras.optimizers.Adam(recipe["LEARNING_RATE"]),
+                  loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy", metrics.mean_iou_metric(m2nist.N_CLASSES)])
+    model.optimizer.build(model.trainable_variables)
+    starts = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            starts.append(time.perf_counter())
+
+    start = time.perf_counter()
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[Clock()], verbose=0)
+    total = time.perf_counter() - start  # the last epoch's iterators are deleted inside fit
+    ends = starts[1:] + [start + total]
+    return [b - a for a, b in zip(starts, ends)], total, history.history["loss"]
+
+
+def measure(epochs=3, train_count=None, splits=None, functions=None, warm_up=True):
+    """Return {autotune: (seconds per epoch, fit seconds, losses)} for autotune True, then False."""
+    if warm_up:  # start TensorFlow's runtime before the clock: it belongs to neither run
+        train_epochs(1, False, 32, splits=splits, functions=functions)
+    return {autotune: train_epochs(epochs, autotune, train_count, splits=splits, functions=functions)
+            for autotune in (True, False)}
+
+
+def report(results):
+    """Return the benchmark's printed report."""
+    from benchmarks import common
+
+    rows = [["on (TensorFlow's default)" if autotune else "off (the course's pipelines)",
+             " / ".join(f"{s:.1f}" for s in seconds), f"{total:.1f}"]
+            for autotune, (seconds, total, _) in results.items()]
+    same = results[True][2] == results[False][2]
+    return "\n".join([
+        f"Notebook 4's FCN-8, quick recipe, one fit of {len(results[True][0])} epochs with tf.data's "
+        "autotuner on, then one with it off",
+        f"Machine: {common.machine()}",
+        common.table(rows, ["autotuner", "epochs (s)", "fit (s)"]),
+        f"Losses per epoch {'identical' if same else 'DIFFER'}: "
+        + ", ".join(f"{x:.4f}" for x in results[False][2])])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of each FCN-8 fit")
+    parser.add_argument("--train-count", type=int, default=None,
+                        help="training images (default: all of quick mode's 960)")
+    args = parser.parse_args(argv)
+    results = measure(args.epochs, args.train_count)
+    print(report(results))
+    return results
+
+
+if __name__ == "__main__":
+    if not __package__:  # run as a file: make `benchmarks` and `helpers` importable
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    main()
