@@ -208,15 +208,15 @@ def load_frames(pairs, size, cache_dir=None):
 def without_autotune(ds):
     """Return ``ds`` with tf.data's autotuning off, so that deleting an iterator is instant.
 
-    In TensorFlow 2.21, deleting an iterator of an autotuned pipeline often waits for the
-    autotuner's next wake-up, which comes 10 ms, 30 ms, 70 ms ... 20.47 s, 40.95 s, 81.91 s
-    after the iterator was made (the period doubles, up to a minute). Keras makes a new
-    iterator for every training epoch, every validation pass and every ``predict``, so each of
-    them could wait about as long again as it had run: notebook 4's quick training (3 epochs)
-    took 129 s and 163 s with the autotuner, 108 s and 125 s without, with identical losses
-    (two runs of ``python -m benchmarks.iterators``). Without the autotuner, ``AUTOTUNE`` map
-    parallelism starts, and stays, at the number of CPU cores (at most 16) and ``prefetch``
-    keeps its own buffer tuner; the elements and their order are the same.
+    In TensorFlow 2.21 (and 2.19, Colab's), deleting an iterator of an autotuned pipeline often
+    waits for the autotuner's next wake-up, which comes 10 ms, 30 ms, 70 ms ... 20.47 s,
+    40.95 s, 81.91 s after the iterator was made (the period doubles, up to a minute). Keras
+    makes a new iterator for every training epoch, every validation pass and every ``predict``, so each
+    of them could wait about as long again as it had run: notebook 4's quick training (3
+    epochs) took 129 s and 163 s with the autotuner, 108 s and 125 s without, with identical
+    losses (two runs of ``python -m benchmarks.iterators``). Without the autotuner,
+    ``AUTOTUNE`` map parallelism starts, and stays, at the number of CPU cores (at most 16) and
+    ``prefetch`` keeps its own buffer tuner; the elements and their order are the same.
     """
     import tensorflow as tf
 
