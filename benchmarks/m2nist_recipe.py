@@ -146,11 +146,13 @@ def kept_by_early_stopping(val_scores, patience):
     return best
 
 
-def train(splits, recipe, epochs, seed=42, train_count=None, log=print, functions=None, save=None):
+def train(splits, recipe, epochs, seed=42, train_count=None, log=print, functions=None, save=None,
+          pipeline=None):
     """Train notebook 4's FCN-8 with ``recipe``; return one dict of figures per epoch.
 
     ``functions``: stand-ins for the notebook's (``NOTEBOOK_FUNCTIONS``), for a quick test.
     ``save``: a ``.keras`` path for the model after the last epoch.
+    ``pipeline``: applied to the training and validation pipelines (``benchmarks.iterators``).
     """
     import keras
 
@@ -165,6 +167,8 @@ def train(splits, recipe, epochs, seed=42, train_count=None, log=print, function
     train_ds = m2nist.make_m2nist_dataset(images, labels, batch, shuffle=True, seed=seed,
                                           weights=fns["pixel_weights"](labels, recipe["DIGIT_WEIGHT"]))
     val_ds = m2nist.make_m2nist_dataset(*splits["validation"], batch)
+    if pipeline:
+        train_ds, val_ds = pipeline(train_ds), pipeline(val_ds)
     steps = -(-len(images) // batch)
     schedule = fns["learning_rate_schedule"](recipe["LEARNING_RATE"], epochs, steps,
                                              recipe["WARMUP_EPOCHS"], recipe["FINAL_LR_FRACTION"])

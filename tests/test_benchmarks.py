@@ -98,7 +98,7 @@ def test_iterator_benchmark_trains_alike_with_the_autotuner_on_and_off():
     rng = np.random.default_rng(0)
     splits = {name: (rng.integers(0, 256, (n, *m2nist.IMAGE_SHAPE), dtype=np.uint8),
                      rng.integers(0, m2nist.N_CLASSES, (n, *m2nist.IMAGE_SHAPE), dtype=np.uint8))
-              for name, n in (("train", 32), ("validation", 16))}
+              for name, n in (("train", 32), ("validation", 16), ("test", 8))}
     # The notebook's weights, and a one-layer model in place of its FCN-8.
     functions = dict(m2nist_recipe.notebook_functions(), encoder=lambda image: (image,) * 3,
                      fcn8_decoder=lambda pool3, pool4, pool5, n: layers.Conv2D(n, 3, padding="same",

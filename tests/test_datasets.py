@@ -107,8 +107,8 @@ def test_pipeline_yields_resized_images_and_sparse_labels(small_camvid_zip, tmp_
     np.testing.assert_array_equal(labels[0].numpy(), nearest_reference(label, (24, 33)))
     expected = tf.image.resize(frame, (24, 33), method="bilinear").numpy()
     np.testing.assert_allclose(images[0].numpy(), expected, atol=0.5)  # stored as rounded uint8
-    # TF 2.21 deletes an autotuned iterator only at its autotuner's next wake-up: every epoch
-    # of a fit would wait (helpers.datasets.without_autotune).
+    # TF 2.21 often deletes an autotuned iterator only at its autotuner's next wake-up: an epoch
+    # of a fit could wait (helpers.datasets.without_autotune).
     assert ds.options().autotune.enabled is False
 
 
