@@ -57,7 +57,8 @@ def overlay(image, label, n_classes, alpha=0.5):
 
 
 def show_legend(class_names, ax=None):
-    """Draw the class colours with their names."""
+    """Draw the class colours with their names, each after its label value ("3 pole"); a name
+    that is its own value (M2NIST's digits) is shown once."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
@@ -65,7 +66,8 @@ def show_legend(class_names, ax=None):
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 0.6))
     ax.axis("off")
-    handles = [Patch(color=c, label=f"{i} {n}") for i, (c, n) in enumerate(zip(colours, class_names))]
+    handles = [Patch(color=c, label=n if n == str(i) else f"{i} {n}")
+               for i, (c, n) in enumerate(zip(colours, class_names))]
     ax.legend(handles=handles, loc="center", ncol=min(6, len(handles)), frameon=False, fontsize=8)
     return ax
 

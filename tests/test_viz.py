@@ -158,3 +158,14 @@ def test_show_detections_labels_each_instance_with_class_and_score():
     assert sorted(t.get_text() for t in ax.texts) == ["dog 60%", "kite 90%"]
     assert ax.images[0].get_array().shape == (21, 31, 3)
     plt.close("all")
+
+
+def test_show_legend_names_each_colour_once():
+    # CamVid-like names carry their label value; M2NIST's digits are their own value, so
+    # "0 0" would say the same thing twice.
+    texts = [t.get_text() for t in viz.show_legend(("sky", "road")).get_legend().get_texts()]
+    assert texts == ["0 sky", "1 road"]
+    names = tuple(str(d) for d in range(10)) + ("background",)
+    texts = [t.get_text() for t in viz.show_legend(names).get_legend().get_texts()]
+    assert texts == [str(d) for d in range(10)] + ["10 background"]
+    plt.close("all")
