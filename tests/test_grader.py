@@ -572,3 +572,22 @@ def test_a_class_run_writes_where_told_names_what_it_reassigned_and_survives_odd
     assert "Canvas anonymous submissions (1): not in canvas-grades.csv" in printed
     tables_written = ", ".join(str(out / n) for n in ("grades.csv", "grades.json", "students.csv"))
     assert "Written: " + tables_written in printed
+
+
+def test_a_canvas_looking_name_among_files_named_after_students_is_a_students_own(tmp_path):
+    # "smith_2024_1_fcn" reads as Canvas user 2024, file 1: beside alice.keras and bob.keras
+    # it is a student's own name, as in a student's folder.
+    notes = []
+    files = ["alice.keras", "bob.keras", "smith_2024_1_fcn.keras", "notes.txt"]
+    found = identity.submissions(tmp_path, [tmp_path / f for f in files], notes=notes)
+    assert [s.student.key for s in found] == ["name:alice", "name:bob", "name:smith_2024_1_fcn",
+                                              "name:notes"]
+    assert notes == ["smith_2024_1_fcn.keras (smith (Canvas user 2024) by its name)"]
+    # Canvas names of several students beside them stay Canvas's (a download, and one more file).
+    files = ["alice.keras", "smithjane_12345_678_m.keras", "doejohn_12346_679_m.keras"]
+    found = identity.submissions(tmp_path, [tmp_path / f for f in files])
+    assert [s.student.key for s in found] == ["name:alice", "canvas:12345", "canvas:12346"]
+    # A Canvas download of one student, or with a stray text file, stays Canvas's.
+    files = ["smithjane_12345_678_m.keras", "readme.txt"]
+    found = identity.submissions(tmp_path, [tmp_path / f for f in files])
+    assert [s.student.key for s in found] == ["canvas:12345", "name:readme"]

@@ -22,7 +22,8 @@ A folder of submissions comes in one of these forms (each file is matched in thi
   **a file per student**, ``<student>.keras`` (the student is the file's name). An LMS-looking
   *file* name inside a student's folder (``alice/Bob Lee_46_assignsubmission_file_m.keras``)
   stays that student's unless the folder holds such names of several students: an LMS
-  download unzipped into a folder.
+  download unzipped into a folder. So does a Canvas-looking name among files named after
+  students (``alice.keras``, ``smith_2024_1_fcn.keras``).
 
 Several files from one student: each is graded and **the best grade counts** (``RULE``). An
 LMS's download holds only each student's latest submission, so its files are all parts of
@@ -156,7 +157,9 @@ def submissions(folder, files, teams=False, notes=None):
     A Canvas- or Moodle-looking file name inside a subfolder counts as the LMS's only where
     that folder holds such names of several students (a download unzipped into a folder;
     Canvas: each file with its own file id), or is named after the student; otherwise the
-    folder is the student's, and ``fcn_8_20_epochs.keras`` in it is just a file name.
+    folder is the student's, and ``fcn_8_20_epochs.keras`` in it is just a file name. The same
+    holds for a Canvas-looking name at the top, beside ``.keras`` files named after students
+    (``alice.keras``, ``smith_2024_1_fcn.keras``): there it is the student ``smith_2024_1_fcn``.
     """
     folder = Path(folder)
     found = []
@@ -164,7 +167,15 @@ def submissions(folder, files, teams=False, notes=None):
         relative = PurePosixPath(shown(Path(path).relative_to(folder)))
         student, file_id, late = identify(relative, teams)
         by_file = _named_by_file(relative, student)
-        found.append((Path(path), relative, student, file_id, late, by_file))
+        found.append([Path(path), relative, student, file_id, late, by_file])
+    # A Canvas download holds only Canvas names. Beside files named after students
+    # ("alice.keras"), a Canvas-looking name ("smith_2024_1_fcn.keras") is a student's own
+    # unless the folder holds such names of several students, as in a subfolder.
+    if any(len(item[1].parts) == 1 and item[2].lms == "" and item[1].suffix.lower() == ".keras"
+           for item in found):
+        for item in found:
+            if len(item[1].parts) == 1 and item[2].lms == "canvas":
+                item[5] = True
     seen = {}  # per folder and LMS: the ids, names and Canvas file ids its files' names carry
     for _, relative, student, file_id, _, by_file in found:
         if by_file:
@@ -184,7 +195,8 @@ def submissions(folder, files, teams=False, notes=None):
             if not (len(ids) >= 2 and len(names) >= 2 and own_ids):
                 if notes is not None:
                     notes.append(f"{relative.as_posix()} ({student.label()} by its name)")
-                student, file_id, late = Student(f"name:{relative.parts[0]}", relative.parts[0]), "", False
+                name = relative.parts[0] if len(relative.parts) > 1 else relative.stem
+                student, file_id, late = Student(f"name:{name}", name), "", False
         result.append(Submission(path, relative.as_posix(), student, file_id, late))
     return result
 
