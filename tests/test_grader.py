@@ -587,7 +587,10 @@ def test_a_canvas_looking_name_among_files_named_after_students_is_a_students_ow
     files = ["alice.keras", "smithjane_12345_678_m.keras", "doejohn_12346_679_m.keras"]
     found = identity.submissions(tmp_path, [tmp_path / f for f in files])
     assert [s.student.key for s in found] == ["name:alice", "canvas:12345", "canvas:12346"]
-    # A Canvas download of one student, or with a stray text file, stays Canvas's.
+    # An anonymous Canvas name is Canvas's alone, and a Canvas download of one student, or
+    # with a stray text file, stays Canvas's.
+    found = identity.submissions(tmp_path, [tmp_path / f for f in ("alice.keras", "anon_k3J9x_9_m.keras")])
+    assert [s.student.key for s in found] == ["name:alice", "canvas:anon_k3J9x"]
     files = ["smithjane_12345_678_m.keras", "readme.txt"]
     found = identity.submissions(tmp_path, [tmp_path / f for f in files])
     assert [s.student.key for s in found] == ["canvas:12345", "name:readme"]

@@ -352,6 +352,22 @@ def test_a_child_killed_by_a_signal_gets_a_verdict_without_tensorflow_info_lines
     message = workers.crash_message(-11, output, limit)
     assert message == expected
     assert "TensorFlow log line" not in message and "absl" not in message and "cuInit" not in message
+    # Nothing but log lines before it died: the message ends at its cause, with no ": ".
+    message = workers.crash_message(-11, output.rsplit("F0000", 1)[0], limit)
+    assert message == expected.split(": F0000")[0]
+
+
+def test_a_child_that_crashed_after_tensorflow_ran_out_of_memory_gets_the_memory_verdict():
+    # TensorFlow's CPU allocator logged the refused allocation, then the op crashed the worker
+    # (SIGSEGV, on a CPU with AMX, grading tests/bomb_files.wide_conv under a 1 GiB limit).
+    output = ("W0000 00:00:1796188320.394711    5250 bfc_allocator.cc:502] Allocator (mklcpu) ran "
+              "out of memory trying to allocate 5.25GiB (rounded to 5637144576)requested by op "
+              "functional_1/conv2d_1/BiasAdd\nIf the cause is memory fragmentation maybe the "
+              "environment variable 'TF_GPU_ALLOCATOR=cuda_malloc_async' will improve the situation.\n"
+              "Current allocation summary follows.\n")
+    assert workers.crash_message(-11, output, 1 << 30) == limits.memory_message(1 << 30)
+    assert workers.crash_message(-11, output.replace("ran out of", "ran short of"), 1 << 30) != (
+        limits.memory_message(1 << 30))
 
 
 def test_an_empty_folder_is_exit_2(tmp_path):

@@ -174,7 +174,8 @@ def submissions(folder, files, teams=False, notes=None):
     if any(len(item[1].parts) == 1 and item[2].lms == "" and item[1].suffix.lower() == ".keras"
            for item in found):
         for item in found:
-            if len(item[1].parts) == 1 and item[2].lms == "canvas":
+            # "anon_<id>_<file id>_…" is Canvas's alone: no student names a file so.
+            if len(item[1].parts) == 1 and item[2].lms == "canvas" and not item[2].id.startswith("anon_"):
                 item[5] = True
     seen = {}  # per folder and LMS: the ids, names and Canvas file ids its files' names carry
     for _, relative, student, file_id, _, by_file in found:

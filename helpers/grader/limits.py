@@ -23,8 +23,12 @@ from helpers.grader.safety import size_text
 # for minutes instead of failing.
 MEMORY_LIMIT_GB = 4.0
 # Phrases of an allocation refused under the memory limit: Python, NumPy, TensorFlow, C++.
+# TensorFlow's CPU allocator logs "Allocator (mklcpu) ran out of memory trying to allocate
+# 5.25GiB … requested by op …" and the op may then crash the process with SIGSEGV instead
+# of raising (seen on a CPU with AMX; another CPU raised std::bad_alloc for the same file).
 OUT_OF_MEMORY = re.compile(r"MemoryError|Unable to allocate|OOM when allocating|bad_alloc|"
-                           r"Cannot allocate memory|ResourceExhausted")
+                           r"Cannot allocate memory|ResourceExhausted|"
+                           r"ran out of memory trying to allocate")
 _memory_limit = None  # bytes, once limit_memory has set one in this process
 
 

@@ -69,11 +69,12 @@ def crash_message(returncode, output, memory_limit):
     if limits.OUT_OF_MEMORY.search(output):  # e.g. std::bad_alloc aborted the process
         return limits.memory_message(memory_limit)
     tail = _tail(output)
+    tail = f": {tail}" if tail else ""  # it may have written nothing but log lines
     if returncode < 0 and memory_limit:
         # Native code that finds no memory often crashes instead of saying so.
         return (f"the grader's process was killed by signal {-returncode} on this file "
-                f"(possibly out of its memory limit of {size_text(memory_limit)}): {tail}")
-    return f"the grader's process died on this file (exit code {returncode}): {tail}"
+                f"(possibly out of its memory limit of {size_text(memory_limit)}){tail}")
+    return f"the grader's process died on this file (exit code {returncode}){tail}"
 
 
 @dataclass
@@ -171,8 +172,10 @@ class Pool:
                  command=(sys.executable, "-m", "helpers.grader.workers")):
         self.jobs, self.test_file, self.command = jobs, Path(test_file), list(command)
         self.memory_limit, self.timeout, self.scratch = memory_limit, timeout, Path(scratch)
-        self.env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-                    "CUDA_VISIBLE_DEVICES": "-1"}
+        # TensorFlow's warnings stay in a worker's output file (never in a verdict): the CPU
+        # allocator's "ran out of memory trying to allocate" is one, and it may be all that a
+        # crash leaves to say why (crash_message). Its INFO lines (an allocator dump) are not.
+        self.env = {"TF_CPP_MIN_LOG_LEVEL": "1", "CUDA_VISIBLE_DEVICES": "-1"}
         if threads:
             self.env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(threads))
         self.messages = queue.Queue()
