@@ -218,6 +218,11 @@ def _block_problems(conv_block, filters, kernel_size, pool, stride):
             issues.append(f"Conv2D {n} turns {_size(before)} into {_size(after)}: the "
                           "convolutions must keep the size (choose their padding), so that only "
                           "the pooling shrinks the image")
+    slope = keras.layers.LeakyReLU().negative_slope  # the brief asks for the default
+    for n, leaky in enumerate((found[1], found[3]), start=1):
+        if abs(leaky.negative_slope - slope) > 1e-6:
+            issues.append(f"LeakyReLU {n} has negative_slope {leaky.negative_slope:g}; use its "
+                          f"default ({slope:g}), as the exercise says: LeakyReLU()")
     pooling, norm = found[4], found[5]
     if tuple(pooling.pool_size) != (pool, pool) or tuple(pooling.strides) != (stride, stride):
         issues.append(f"MaxPooling2D has pool_size {pooling.pool_size} and strides "
@@ -589,8 +594,30 @@ def _background_only_mean_iou():
     return share / N_CLASSES
 
 
-def check_training(history, callbacks, epochs, steps_per_epoch):
-    """Check exercise 6: a History of ``epochs`` full epochs, validated, with the callbacks."""
+def _validated_on(history, val_ds):
+    """Return a problem if no epoch's validation scores are the model's scores on ``val_ds``.
+
+    After ``fit`` the model holds the weights of its last epoch, or of its best one when early
+    stopping restored them; evaluated on the data it was validated on, it scores that epoch's
+    ``val_`` figures again (the same computation; 1e-3 leaves room for a GPU's rounding).
+    """
+    got = history.model.evaluate(val_ds, verbose=0, return_dict=True)
+    names = [n for n in ("loss", "mean_iou") if n in got and f"val_{n}" in history.history]
+    if not names:
+        return None
+    for epoch in range(len(history.history[f"val_{names[0]}"])):
+        if all(abs(got[n] - history.history[f"val_{n}"][epoch]) <= 1e-3 * max(1.0, abs(got[n]))
+               for n in names):
+            return None
+    now = ", ".join(f"{n} {got[n]:.4f}" for n in names)
+    return (f"the validation scores were not computed on val_ds: the trained model scores "
+            f"{now} on val_ds, which no epoch's validation scores match. Pass "
+            "validation_data=val_ds to model.fit (not the training data, and all of val_ds)")
+
+
+def check_training(history, callbacks, epochs, steps_per_epoch, val_ds=None):
+    """Check exercise 6: a History of ``epochs`` full epochs, validated (on ``val_ds``, when
+    given: the model is evaluated on it once), with the callbacks."""
     import keras
 
     def problems():
@@ -622,6 +649,10 @@ def check_training(history, callbacks, epochs, steps_per_epoch):
         if unused:
             issues.append(f"the callbacks ({', '.join(unused)}) were not passed to this "
                           "model.fit: pass callbacks=callbacks")
+        if val_ds is not None and not issues:
+            problem = _validated_on(history, val_ds)
+            if problem:
+                return [problem]
         scores = history.history.get("val_mean_iou")
         if scores and not issues and max(scores) <= _background_only_mean_iou() + 0.02:
             issues.append(f"the validation mean IoU never rose above {max(scores):.3f}, about "

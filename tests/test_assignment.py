@@ -14,6 +14,7 @@ import keras
 import nbformat
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras import layers
 
 from helpers import assignment, m2nist, metrics, notebook_code, student_notebook
@@ -248,6 +249,9 @@ BN = "x = layers.BatchNormalization(momentum=0.9)(x)"
     ("momentum=0.9", "momentum=0.99", "BatchNormalization has momentum 0.99"),
     ("momentum=0.9", "", "BatchNormalization has momentum 0.99"),
     ("layers.LeakyReLU()", "layers.ReLU()", "layer 2 of the block should be LeakyReLU, found ReLU"),
+    ("layers.LeakyReLU()", "layers.LeakyReLU(0.2)", "LeakyReLU 1 has negative_slope 0.2; use its default (0.3)"),
+    ("layers.LeakyReLU()", "layers.LeakyReLU(negative_slope=0.01)", "LeakyReLU 1 has negative_slope 0.01"),
+    ("layers.LeakyReLU()", 'layers.Activation("leaky_relu")', "layer 2 of the block should be LeakyReLU, found Activation"),
     ("        x = layers.LeakyReLU()(x)\n", "", "layer 2 of the block should be LeakyReLU, found Conv2D"),
     (CONV, 'layers.Conv2D(filters, kernel_size, padding="same", activation="relu")',
      "Conv2D 1 has activation 'relu' as well as the LeakyReLU"),
@@ -484,6 +488,25 @@ def test_training_check(case, message, capsys):
 def test_training_check_wants_the_history_object(value, message, capsys):
     ok, out = run_check(assignment.check_training, value, [], EPOCHS, STEPS, capsys=capsys)
     assert not ok and message in out, out
+
+
+def test_training_check_finds_validation_on_other_data_than_val_ds(capsys):
+    # Validated on the training data, or on part of val_ds: the History looks complete, but
+    # the trained model, evaluated on val_ds, scores what no epoch's validation scored.
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 4, 4, 1), dtype="float32"), rng.integers(0, 3, (32, 4, 4))
+    train = tf.data.Dataset.from_tensor_slices((x[:16], y[:16])).batch(8)
+    val_ds = tf.data.Dataset.from_tensor_slices((x[16:], y[16:])).batch(8)
+    model = keras.Sequential([keras.Input((4, 4, 1)), layers.Conv2D(3, 1, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=[metrics.mean_iou_metric(3)])
+    for validation, message in [(val_ds, None), (train, "were not computed on val_ds"),
+                                (val_ds.take(1), "were not computed on val_ds")]:
+        callbacks = [keras.callbacks.EarlyStopping(monitor="val_mean_iou", mode="max",
+                                                   patience=1, restore_best_weights=True)]
+        history = model.fit(train, validation_data=validation, epochs=3, callbacks=callbacks, verbose=0)
+        ok, out = run_check(assignment.check_training, history, callbacks, 3, 2, val_ds, capsys=capsys)
+        assert ok == (message is None) and (message is None or message in out), out
 
 
 def test_training_check_reads_a_real_fit():
