@@ -15,6 +15,7 @@ The figures are shown in notebooks 1-3, whose markdown links the PNGs.
 """
 
 import argparse
+import inspect
 import json
 import sys
 import threading
@@ -385,7 +386,10 @@ def describe_mask_rcnn():
         "rpn": {"level": rpn_level[0], "layers": _head_layers(model.rpn_head, (rpn_side, rpn_side, channels)),
                 "outputs": {key: [int(d) for d in t.shape[1:]] for key, t in rpn_out.items()},
                 "anchor_sizes": list(m.ANCHOR_SIZES), "anchor_ratios": list(m.ANCHOR_RATIOS),
-                "stride": m.ANCHOR_STRIDE, "anchors": rpn_side * rpn_side * per_cell},
+                "stride": m.ANCHOR_STRIDE, "anchors": rpn_side * rpn_side * per_cell,
+                # what detect() keeps: proposals()'s defaults, which it calls with
+                **{key: inspect.signature(m.SmallMaskRCNN.proposals).parameters[key].default
+                   for key in ("pre_nms", "post_nms", "iou_threshold")}},
         "box_head": {**_head(model.box_head), "level": m.BOX_LEVEL.upper()},
         "mask_head": {**_head(model.mask_head), "level": m.MASK_LEVEL.upper()},
         "mask_size": m.MASK_SIZE, "max_detections": m.MAX_DETECTIONS,
@@ -703,8 +707,10 @@ def draw_mask_rcnn(description):
                                  (f"for {per_cell} anchors a cell", "note")], COLOURS["score"])
     _arrow(ax, [(7.15, ry), (7.73, ry)])
     _box(ax, 8.7, ry, 1.94, 1.2, [("proposals", "title"), (f"{rpn['anchors']:,} anchors", "body"),
-                                   ("moved by their deltas;", "note"), ("the best kept after", "note"),
-                                   ("non-max suppression", "note")], COLOURS["score"])
+                                   (f"the best {rpn['pre_nms']:,}, moved by their", "note"),
+                                   (f"deltas; non-max suppression", "note"),
+                                   (f"(IoU {rpn['iou_threshold']:g}) keeps up to {rpn['post_nms']}", "note"),
+                                   (f"boxes {rpn['post_nms']}\u00d74", "body")], COLOURS["score"])
     # Stage 2 (bottom row): RoIAlign crops each box from the pyramid; the heads read the crops.
     box, mask = d["box_head"], d["mask_head"]
     ya, yb, ym, xh, hw = 1.9, 2.27, 1.25, 6.05, 2.6

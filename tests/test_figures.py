@@ -86,6 +86,12 @@ def test_mask_rcnn_stages_follow_its_constants(small_rcnn):
     rpn = d["rpn"]
     assert rpn["level"] == "P3" and rpn["anchors"] == side * side * per_cell == 2304
     assert rpn["outputs"] == {"logits": [side, side, per_cell], "deltas": [side, side, 4 * per_cell]}
+    # What detect() keeps of them: the best 1,000 decoded, up to 100 after NMS at IoU 0.7; it
+    # calls proposals() with its defaults, which is what the figure reads.
+    assert (rpn["pre_nms"], rpn["post_nms"], rpn["iou_threshold"]) == (1000, 100, 0.7)
+    import inspect
+
+    assert "self.proposals(*self.rpn(features))" in inspect.getsource(mask_rcnn.SmallMaskRCNN.detect)
     channels = {p["shape"][-1] for p in d["pyramid"]}
     assert d["box_head"]["input"][:2] == [mask_rcnn.BOX_ROI_SIZE] * 2 and d["box_head"]["input"][2] in channels
     assert d["mask_head"]["input"][:2] == [mask_rcnn.MASK_ROI_SIZE] * 2 and d["mask_head"]["input"][2] in channels
