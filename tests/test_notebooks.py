@@ -127,3 +127,23 @@ def test_notebook_2s_unet_builds_from_its_block_cells():
     unet = notebook_code.notebook_function("02_unet_pets.ipynb", "unet")
     model = unet((32, 32, 3), 3, 4, 2, 0.0)
     assert model.output_shape == (None, 32, 32, 3)
+
+
+# A cell that prints or draws a result (or runs an exercise's check)...
+SHOWS_A_RESULT = re.compile(r"\bprint\(|plt\.show\(|\.summary\(|display\(|assignment\.check_|"
+                            r"viz\.(?:show|plot|prediction|epoch|detection|crops)\w*\(|_browser\(")
+
+
+def test_every_cell_that_shows_a_result_has_a_what_you_should_see_line(nb):
+    # ...has its expected outcome in the markdown right after it (after the code cells that
+    # follow it, such as its check), or, for a section's closing check, right before it.
+    missing = []
+    cells = nb.cells
+    for i, cell in enumerate(cells):
+        if cell.cell_type != "code" or cell.source.startswith("#@title") or not SHOWS_A_RESULT.search(cell.source):
+            continue
+        after = next((c.source for c in cells[i + 1:] if c.cell_type == "markdown"), "")
+        before = cells[i - 1].source if cells[i - 1].cell_type == "markdown" else ""
+        if not any("What you should see" in text for text in (after, before)):
+            missing.append(cell.get("id", i))
+    assert not missing, f"{nb.path.name}: no 'What you should see' for cells {missing}"
