@@ -105,7 +105,8 @@ def panels_figure(image, prediction, truth, class_names, title=None):
     scores = metrics.segmentation_scores(truth, prediction, n_classes)
     heading = f"mean IoU {scores.mean_iou:.3f}, mean Dice {scores.mean_dice:.3f}"
     fig.suptitle(f"{title}: {heading}" if title else heading)
-    worst = [f"{class_names[c]} {scores.iou[c]:.2f}" for c in np.argsort(scores.iou)
+    # "name: IoU", so that a class named by a number (M2NIST's "2") reads apart from its score.
+    worst = [f"{class_names[c]}: {scores.iou[c]:.2f}" for c in np.argsort(scores.iou)
              if np.isfinite(scores.iou[c])][:3]
     fig.text(0.5, 0.02, "lowest IoU: " + ", ".join(worst), ha="center", fontsize=9)
     return fig, scores

@@ -67,6 +67,11 @@ def test_show_panels_draws_three_panels_and_reports_the_image_scores():
     assert len(figure.axes) == 3
     assert scores.mean_iou == pytest.approx(metrics.segmentation_scores(truth, pred, 3).mean_iou)
     assert f"{scores.mean_iou:.3f}" in figure._suptitle.get_text()
+    # The footer names the worst classes with their IoU (a: 1/2, b: 1/2, c: 1), even when a
+    # class's name is a number.
+    assert [t.get_text() for t in figure.texts][-1:] == ["lowest IoU: a: 0.50, b: 0.50, c: 1.00"]
+    viz.show_panels(np.zeros((2, 2, 3)), pred, truth, ["0", "1", "2"])
+    assert [t.get_text() for t in plt.gcf().texts][-1:] == ["lowest IoU: 0: 0.50, 1: 0.50, 2: 1.00"]
     plt.close("all")
 
 
