@@ -118,8 +118,9 @@ def _check_weights(weights, labels):
         raise ValueError(f"The weights hold {weights.dtype}, not numbers.")
     weights = weights.astype(np.float32)
     if weights.size and not (np.isfinite(weights).all() and weights.min() >= 0):
+        bad = weights[~np.isfinite(weights) | (weights < 0)]
         raise ValueError("The weights must be finite and not negative "
-                         f"(found {np.nanmin(weights)}..{np.nanmax(weights)}).")
+                         f"(found {bad.size:,} that are not, such as {bad[0]}).")
     if weights.size and not weights.any():
         raise ValueError("Every weight is 0: no pixel would count in the loss.")
     return weights

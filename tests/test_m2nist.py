@@ -208,10 +208,11 @@ def test_pipeline_yields_the_weights_it_is_given(small_arrays):
     (lambda labels: np.ones(labels.shape[:2]), "one weight per pixel"),
     (lambda labels: np.ones((*labels.shape, 1)), "one weight per pixel"),
     (lambda labels: np.full(labels.shape, "x"), "not numbers"),
-    (lambda labels: np.full(labels.shape, np.nan), "finite and not negative"),
-    (lambda labels: -np.ones(labels.shape), "finite and not negative"),
+    (lambda labels: np.full(labels.shape, np.nan), r"finite and not negative \(found .* such as nan\)"),
+    (lambda labels: -np.ones(labels.shape), r"finite and not negative \(found .* such as -1.0\)"),
     (lambda labels: np.zeros(labels.shape), "Every weight is 0"),
 ])
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the message itself raises no warning
 def test_pipeline_refuses_weights_that_do_not_fit(small_arrays, weights, message):
     images, segmented = small_arrays
     labels = segmented.argmax(-1).astype(np.uint8)
