@@ -594,3 +594,22 @@ def test_a_canvas_looking_name_among_files_named_after_students_is_a_students_ow
     files = ["smithjane_12345_678_m.keras", "readme.txt"]
     found = identity.submissions(tmp_path, [tmp_path / f for f in files])
     assert [s.student.key for s in found] == ["canvas:12345", "name:readme"]
+
+
+def test_a_class_download_given_as_one_file_says_to_unzip_it(tmp_path, capsys):
+    # Canvas' "Download Submissions" is submissions.zip: given as the target, it is no model,
+    # and the learner's advice (save with model.save) would mislead an instructor.
+    from helpers.grader import cli
+
+    archive = tmp_path / "submissions.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for name in ("smithjane_12345_678_model.keras", "doejohn_12346_679_model.keras", "notes.txt"):
+            z.writestr(name, b"not read")
+    assert cli.main([str(archive)]) == 2
+    out = capsys.readouterr().out
+    assert "submissions.zip is a zip archive of 3 files, 2 of them .keras files, not a model" in out
+    assert "python -m zipfile -e submissions.zip submissions/" in out and "model.save" not in out
+    assert not list(tmp_path.glob("*.json"))  # no verdict written for it
+    (tmp_path / "broken.ZIP").write_bytes(b"PK\x03\x04 truncated")
+    assert cli.main([str(tmp_path / "broken.ZIP")]) == 2
+    assert "broken.ZIP is not a model, and not a readable zip archive either" in capsys.readouterr().out

@@ -7,7 +7,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from helpers import config
 from helpers.download import DataError, sha256_file
@@ -146,6 +146,9 @@ def main(argv=None):
     target = Path(args.target)
     if not target.exists():
         parser.error(f"{target} does not exist")
+    if target.is_file() and target.suffix.lower() == ".zip":
+        print(_an_archive_not_a_model(target))
+        return 2
     quick = config.quick_mode() if args.quick is None else args.quick
     if target.is_dir() and args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         parser.error(f"--out {args.out} is a file; give a folder for the tables and feedback")
@@ -196,6 +199,23 @@ def main(argv=None):
         except scoring.CannotGrade as e:
             print(e)
             return EXIT_CANNOT_GRADE
+
+
+def _an_archive_not_a_model(path):
+    """Say what a .zip given as the target is, and what to do: most likely a class's download."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [i.filename for i in archive.infolist() if not i.is_dir()]
+    except (zipfile.BadZipFile, OSError) as e:
+        return f"Not graded: {path.name} is not a model, and not a readable zip archive either ({e})."
+    models = sum(PurePosixPath(n).suffix.lower() == ".keras" for n in names)
+    return (f"Not graded: {path.name} is a zip archive of {len(names):,} files, {models:,} of them "
+            ".keras files, not a model. A class's download (Canvas: Download Submissions; Moodle: "
+            "Download all submissions) is graded as a folder: unzip it, for example with "
+            f"python -m zipfile -e {path.name} {path.stem}/, then grade that folder: "
+            f"python -m helpers.grading {path.stem}/")
 
 
 def _stamp(report, test_set):
