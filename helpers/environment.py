@@ -16,6 +16,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 from helpers import config
 
@@ -99,6 +100,7 @@ class Facts:
     data_dir: str = ""
     notebook: str = ""  # "01".."04"
     cpu_count: int = 0
+    cpu_model: str = ""  # "Intel(R) Xeon(R) Processor", where the system names it
     nvidia_device: bool = False  # an NVIDIA GPU is attached, whether TensorFlow can use it or not
     installed: dict = None  # versions pip has installed, where they differ from those running
     import_errors: dict = None  # module -> why a lesson cannot import it, and the fix
@@ -374,7 +376,25 @@ def gather(notebook=""):
              if versions[name] and installed[name] and installed[name] != versions[name]}
     return Facts(versions=versions, accelerator=accelerator, quick=config.quick_mode(),
                  data_dir=str(config.data_dir()), notebook=notebook, cpu_count=os.cpu_count() or 0,
-                 nvidia_device=nvidia_device(), installed=stale, import_errors=import_errors)
+                 cpu_model=cpu_model(), nvidia_device=nvidia_device(), installed=stale,
+                 import_errors=import_errors)
+
+
+def cpu_model(cpuinfo="/proc/cpuinfo"):
+    """Return the CPU's model name ("Intel(R) Xeon(R) Processor"), or "" where none is given.
+
+    Quick-mode figures differ between CPUs from the third decimal on (TensorFlow runs oneDNN's
+    kernels on recent Intel CPUs and its own elsewhere): the notebooks say which CPU theirs came
+    from, and the environment check names the learner's.
+    """
+    try:
+        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model Name") and value.strip():
+                return " ".join(value.split())
+    except OSError:
+        pass  # not Linux: macOS and Windows name it elsewhere, and the check goes without
+    return ""
 
 
 def problems(facts):
@@ -411,6 +431,7 @@ def report(facts):
     """Return the environment check's text for ``facts``."""
     v = facts.versions
     cores = f", {facts.cpu_count} cores" if facts.cpu_count else ""
+    cores += f" ({facts.cpu_model})" if facts.cpu_model else ""
     mode = "quick (small generated data)" if facts.quick else "full (real data)"
     lines = [f"Python {v.get('Python')}, TensorFlow {v.get('TensorFlow')}, Keras {v.get('Keras')}, "
              f"tfds {v.get('tensorflow-datasets')}, TF Hub {v.get('tensorflow-hub')}",

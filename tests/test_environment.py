@@ -1,5 +1,6 @@
 """The environment check: what it reports and warns about, given the facts (not this machine)."""
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -315,3 +316,16 @@ def test_tensorflow_newer_than_its_protobuf_is_told_to_upgrade_protobuf():
     assert text.startswith("tensorflow 2.21.0 cannot be imported: VersionError: Detected incompatible")
     assert "but protobuf 5.29.6 is installed (TensorFlow 2.21.0 requires protobuf" in text
     assert "Fix: pip install 'protobuf>=6.31.1', then restart the session" in text
+
+
+def test_the_check_names_the_cpu_model_where_the_system_gives_it(tmp_path):
+    # Quick-mode figures differ between CPUs in the last digits: the learner sees which CPU ran.
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n"
+                       "model name\t: Intel(R) Xeon(R)  Processor\n\nprocessor\t: 1\n")
+    assert environment.cpu_model(cpuinfo) == "Intel(R) Xeon(R) Processor"
+    assert environment.cpu_model(tmp_path / "absent") == ""
+    (tmp_path / "arm").write_text("processor\t: 0\nBogoMIPS\t: 48.00\n")
+    assert environment.cpu_model(tmp_path / "arm") == ""
+    text = environment.report(dataclasses.replace(facts(), cpu_model="AMD EPYC 7B13"))
+    assert "Accelerator: CPU, 2 cores (AMD EPYC 7B13)" in text.splitlines()
