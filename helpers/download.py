@@ -502,9 +502,18 @@ def _decode(path, source):
         with Image.open(path) as opened:
             image = ImageOps.exif_transpose(opened)  # photos from phones are often rotated
             image.load()
+    except Image.DecompressionBombError as e:  # declares more pixels than Pillow opens safely
+        raise DataError(f"{source} is too large to open safely: {e} Resize it (a few "
+                        "megapixels are plenty: the models see a few hundred pixels a side) "
+                        "and load the smaller copy.") from e
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         with open(path, "rb") as f:
             start = f.read(16)
+        if start[4:8] == b"ftyp" and start[8:12] in (b"heic", b"heix", b"heim", b"heis", b"hevc",
+                                                     b"hevx", b"mif1", b"msf1"):
+            raise DataError(f"{source} is a HEIC/HEIF photo (an iPhone's default format), which "
+                            "Pillow cannot read: export or convert it as JPEG first (on an "
+                            "iPhone: Settings > Camera > Formats > Most Compatible).") from e
         raise DataError(
             f"{source} is not an image that Pillow can read (its first bytes are {start!r}); "
             "a web page or an error message instead of the image file?") from e

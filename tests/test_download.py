@@ -406,6 +406,18 @@ def test_load_image_refuses_what_is_not_an_8_bit_image(tmp_path):
         download.load_image(tmp_path / "deep.png")
     with pytest.raises(download.DataError, match="No image file"):
         download.load_image(tmp_path / "missing.jpg")
+    # An iPhone photo: an ISO box "ftyp" of brand heic, which Pillow cannot decode.
+    (tmp_path / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    with pytest.raises(download.DataError, match="HEIC/HEIF photo.*convert it as JPEG"):
+        download.load_image(tmp_path / "IMG_0001.HEIC")
+
+
+def test_load_image_refuses_an_image_that_declares_too_many_pixels(tmp_path):
+    # A 1-bit PNG of 20,000 x 20,000 pixels is 50 kB on disk and would be 1.2 GB as RGB.
+    Image.new("1", (20_000, 20_000)).save(tmp_path / "bomb.png", optimize=True)
+    assert (tmp_path / "bomb.png").stat().st_size < 1 << 20
+    with pytest.raises(download.DataError, match="too large to open safely.*400000000 pixels.*Resize it"):
+        download.load_image(tmp_path / "bomb.png", max_side=512)
 
 
 def test_load_image_shrinks_large_images_keeping_their_shape(tmp_path):
