@@ -275,6 +275,13 @@ def test_what_a_run_writes_is_never_graded_as_a_submission_but_look_alikes_are(r
     with zipfile.ZipFile(folder / "model.zip", "w") as zf:
         zf.writestr("model.keras", b"x")
     (folder / "scores.csv").write_text("Student,ID\nme,1\n")
+    # What macOS and Windows leave behind, unzipping or browsing: no student's file.
+    (folder / "__MACOSX").mkdir()
+    (folder / "__MACOSX" / "._model.zip").write_bytes(b"\x00\x05\x16\x07")
+    (folder / "__MACOSX" / "resource").write_bytes(b"fork")
+    (folder / "Thumbs.db").write_bytes(b"\xd0\xcf")
+    (folder / "desktop.ini").write_text("[.ShellClassInfo]\n")
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     assert [p.name for p in tables.submissions_in(folder)] == ["model.zip", "notes.txt", "scores.csv"]
     # Inside a student's folder a name alone says nothing: their grades.csv is their file.
     student = folder / "Jane Smith_45_assignsubmission_file"

@@ -308,14 +308,21 @@ def our_output(path, by_name=True):
     return head.startswith((b'[\n {\n  "submission": ', b'{\n "submission": '))
 
 
+# What operating systems leave in a folder that no student handed in: macOS's zip folder of
+# resource forks (its "._name" files are hidden anyway) and Windows' thumbnail caches.
+SYSTEM_FILES = {"__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini"}
+
+
 def submissions_in(folder, skipped=None):
     """List the files of a submissions folder (recursively, sorted), skipping hidden files,
-    links and what an earlier run wrote; ``skipped`` (a list) gets the links and outputs."""
+    what operating systems leave there (``SYSTEM_FILES``), links and what an earlier run
+    wrote; ``skipped`` (a list) gets the links and outputs."""
     folder = Path(folder)
     files = []
     for p in sorted(folder.rglob("*")):
         parts = p.relative_to(folder).parts
-        if any(part.startswith(".") for part in parts) or not (p.is_file() or p.is_symlink()):
+        if any(part.startswith(".") or part.lower() in SYSTEM_FILES for part in parts) \
+                or not (p.is_file() or p.is_symlink()):
             continue
         if p.is_symlink() or our_output(p, by_name=len(parts) == 1):
             if skipped is not None:
