@@ -513,7 +513,8 @@ def _decode(path, source):
                                                      b"hevx", b"mif1", b"msf1"):
             raise DataError(f"{source} is a HEIC/HEIF photo (an iPhone's default format), which "
                             "Pillow cannot read: export or convert it as JPEG first (on an "
-                            "iPhone: Settings > Camera > Formats > Most Compatible).") from e
+                            "iPhone, Photos > Share > Options; for future photos, Settings > "
+                            "Camera > Formats > Most Compatible).") from e
         raise DataError(
             f"{source} is not an image that Pillow can read (its first bytes are {start!r}); "
             "a web page or an error message instead of the image file?") from e

@@ -708,7 +708,7 @@ def draw_mask_rcnn(description):
     _arrow(ax, [(7.15, ry), (7.73, ry)])
     _box(ax, 8.7, ry, 1.94, 1.2, [("proposals", "title"), (f"{rpn['anchors']:,} anchors", "body"),
                                    (f"the best {rpn['pre_nms']:,}, moved by their", "note"),
-                                   (f"deltas; non-max suppression", "note"),
+                                   ("deltas; non-max suppression", "note"),
                                    (f"(IoU {rpn['iou_threshold']:g}) keeps up to {rpn['post_nms']}", "note"),
                                    (f"boxes {rpn['post_nms']}\u00d74", "body")], COLOURS["score"])
     # Stage 2 (bottom row): RoIAlign crops each box from the pyramid; the heads read the crops.

@@ -608,15 +608,23 @@ def test_a_class_download_given_as_one_file_says_to_unzip_it(tmp_path, capsys):
     # and the learner's advice (save with model.save) would mislead an instructor.
     from helpers.grader import cli
 
-    archive = tmp_path / "submissions.zip"
+    downloads = tmp_path / "My Downloads"
+    downloads.mkdir()
+    archive = downloads / "submissions (1).zip"  # a second download of it, as browsers name it
     with zipfile.ZipFile(archive, "w") as z:
         for name in ("smithjane_12345_678_model.keras", "doejohn_12346_679_model.keras", "notes.txt"):
             z.writestr(name, b"not read")
     assert cli.main([str(archive)]) == 2
     out = capsys.readouterr().out
-    assert "submissions.zip is a zip archive of 3 files, 2 of them .keras files, not a model" in out
-    assert "python -m zipfile -e submissions.zip submissions/" in out and "model.save" not in out
-    assert not list(tmp_path.glob("*.json"))  # no verdict written for it
+    assert "submissions (1).zip is a zip archive of 3 files, 2 of them .keras files, not a model" in out
+    folder = f"'{downloads}/submissions (1)'"
+    assert f"python -m zipfile -e '{archive}' {folder}), then grade that folder: " \
+           f"python -m helpers.grading {folder}" in out and "model.save" not in out
+    assert not list(downloads.glob("*.json"))  # no verdict written for it
+    with zipfile.ZipFile(downloads / "model.zip", "w") as z:
+        z.writestr("model.keras", b"not read")
+    assert cli.main([str(downloads / "model.zip")]) == 2
+    assert "model.zip is a zip archive holding one model, model.keras" in capsys.readouterr().out
     (tmp_path / "broken.ZIP").write_bytes(b"PK\x03\x04 truncated")
     assert cli.main([str(tmp_path / "broken.ZIP")]) == 2
     assert "broken.ZIP is not a model, and not a readable zip archive either" in capsys.readouterr().out

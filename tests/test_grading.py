@@ -368,6 +368,17 @@ def test_a_child_that_crashed_after_tensorflow_ran_out_of_memory_gets_the_memory
     assert workers.crash_message(-11, output, 1 << 30) == limits.memory_message(1 << 30)
     assert workers.crash_message(-11, output.replace("ran out of", "ran short of"), 1 << 30) != (
         limits.memory_message(1 << 30))
+    # The same warning when TensorFlow recovered says so, and a later crash is not memory's;
+    # the allocator's follow-up lines stay out of the verdict.
+    recovered = ("W0000 00:00:1.2 3 bfc_allocator.cc:291] Allocator (mklcpu) ran out of memory "
+                 "trying to allocate 2.1GiB with freed_by_count=0. The caller indicates that this "
+                 "is not a failure, but this may mean that there could be performance gains if "
+                 "more memory were available.\nIf the cause is memory fragmentation maybe the "
+                 "environment variable 'TF_GPU_ALLOCATOR=cuda_malloc_async' will improve the "
+                 "situation.\nCurrent allocation summary follows.\nSegmentation fault\n")
+    assert workers.crash_message(-11, recovered, 1 << 30) == (
+        "the grader's process was killed by signal 11 on this file (possibly out of its memory "
+        "limit of 1 GiB): Segmentation fault")
 
 
 def test_an_empty_folder_is_exit_2(tmp_path):
@@ -738,7 +749,7 @@ def test_files_declaring_gigabytes_are_refused_quickly_within_bounded_memory(bom
         assert result["resources"]["seconds"] < 5, result
     print(f"peak RSS {peak / GIB:.2f} GiB (the largest process: the worker); "
           f"the whole tree at once {tree / GIB:.2f} GiB")
-    assert peak < min(declared.values()) / 2 and tree < min(declared.values()) / 2
+    assert peak < min(declared.values()) / 2 and peak / 2 < tree < min(declared.values()) / 2
     # The zip bomb is refused by the main process, before any worker; the other two by the
     # worker, and refusing them added next to nothing to what it held.
     assert results["zip"]["resources"]["refused_before_loading"]
@@ -759,7 +770,7 @@ def test_a_file_that_needs_gigabytes_to_run_is_stopped_by_the_memory_limit_grade
     print(f"peak RSS {peak / GIB:.2f} GiB; the whole tree at once {tree / GIB:.2f} GiB")
     assert peak < 2 * GIB  # a worker under a 1 GiB RLIMIT_DATA, plus TensorFlow's shared code
     # The grader and its worker together, sampled (measured: 1.05 GiB; the worker 0.99).
-    assert tree < 2 * GIB
+    assert peak / 2 < tree < 2 * GIB
 
 
 def test_one_file_is_graded_in_a_worker_with_both_limits_isolate_or_not(untrained_model, tmp_path, monkeypatch):

@@ -135,15 +135,20 @@ SHOWS_A_RESULT = re.compile(r"\bprint\(|plt\.show\(|\.summary\(|display\(|assign
 
 
 def test_every_cell_that_shows_a_result_has_a_what_you_should_see_line(nb):
-    # ...has its expected outcome in the markdown right after it (after the code cells that
-    # follow it, such as its check), or, for a section's closing check, right before it.
+    # ...has its expected outcome in the markdown right after it, or right after the checked
+    # cells (# NBVAL_CHECK_OUTPUT) that directly follow it; a section's closing check may have
+    # it in the "## Check" text just before it.
     missing = []
     cells = nb.cells
     for i, cell in enumerate(cells):
         if cell.cell_type != "code" or cell.source.startswith("#@title") or not SHOWS_A_RESULT.search(cell.source):
             continue
-        after = next((c.source for c in cells[i + 1:] if c.cell_type == "markdown"), "")
+        j = i + 1
+        while j < len(cells) and cells[j].cell_type == "code" and cells[j].source.startswith("# NBVAL_CHECK_OUTPUT"):
+            j += 1
+        after = cells[j].source if j < len(cells) and cells[j].cell_type == "markdown" else ""
         before = cells[i - 1].source if cells[i - 1].cell_type == "markdown" else ""
-        if not any("What you should see" in text for text in (after, before)):
+        if "What you should see" not in after and not (
+                before.startswith("## Check") and "What you should see" in before):
             missing.append(cell.get("id", i))
     assert not missing, f"{nb.path.name}: no 'What you should see' for cells {missing}"

@@ -203,6 +203,7 @@ def main(argv=None):
 
 def _an_archive_not_a_model(path):
     """Say what a .zip given as the target is, and what to do: most likely a class's download."""
+    import shlex
     import zipfile
 
     try:
@@ -210,12 +211,17 @@ def _an_archive_not_a_model(path):
             names = [i.filename for i in archive.infolist() if not i.is_dir()]
     except (zipfile.BadZipFile, OSError) as e:
         return f"Not graded: {path.name} is not a model, and not a readable zip archive either ({e})."
-    models = sum(PurePosixPath(n).suffix.lower() == ".keras" for n in names)
-    return (f"Not graded: {path.name} is a zip archive of {len(names):,} files, {models:,} of them "
-            ".keras files, not a model. A class's download (Canvas: Download Submissions; Moodle: "
-            "Download all submissions) is graded as a folder: unzip it, for example with "
-            f"python -m zipfile -e {path.name} {path.stem}/, then grade that folder: "
-            f"python -m helpers.grading {path.stem}/")
+    models = [n for n in names if PurePosixPath(n).suffix.lower() == ".keras"]
+    folder = path.with_suffix("")
+    unzip = f"python -m zipfile -e {shlex.quote(str(path))} {shlex.quote(str(folder))}"
+    if len(models) == 1 and len(names) == 1:  # one zipped model
+        return (f"Not graded: {path.name} is a zip archive holding one model, {models[0]}. Unzip "
+                f"it ({unzip}) and grade the .keras file.")
+    files = f"{len(names):,} file" + ("" if len(names) == 1 else "s")
+    return (f"Not graded: {path.name} is a zip archive of {files}, {len(models):,} of them .keras "
+            "files, not a model. A class's download (Canvas: Download Submissions; Moodle: "
+            f"Download all submissions) is graded as a folder: unzip it ({unzip}), then grade "
+            f"that folder: python -m helpers.grading {shlex.quote(str(folder))}")
 
 
 def _stamp(report, test_set):

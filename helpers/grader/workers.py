@@ -52,7 +52,11 @@ EXIT_CANNOT_GRADE = 3
 # notes, Python-side TensorFlow warnings (retracing), and errors it logs about absent CUDA.
 _NOISE = re.compile(r"[IW]\d{4} \d\d:\d\d:|WARNING: All log messages before absl::InitializeLog|"
                     r"To enable the following instructions|WARNING:tensorflow:|"
-                    r"E\d{4} .*(?:cuInit|cuda|CUDA|remapper failed|Unable to register cu)")
+                    r"E\d{4} .*(?:cuInit|cuda|CUDA|remapper failed|Unable to register cu)|"
+                    # the lines that follow the CPU allocator's out-of-memory warning
+                    r"If the cause is memory fragmentation|Current allocation summary follows")
+# TensorFlow logs "ran out of memory trying to allocate …" also when it recovers, then adds this.
+_RECOVERED = "caller indicates that this is not a failure"
 
 
 def _tail(text, size=300):
@@ -66,7 +70,8 @@ def _tail(text, size=300):
 
 def crash_message(returncode, output, memory_limit):
     """Return the verdict's message for a worker that died on a file, from what it wrote."""
-    if limits.OUT_OF_MEMORY.search(output):  # e.g. std::bad_alloc aborted the process
+    if any(limits.OUT_OF_MEMORY.search(line) and _RECOVERED not in line
+           for line in output.splitlines()):  # e.g. std::bad_alloc aborted the process
         return limits.memory_message(memory_limit)
     tail = _tail(output)
     tail = f": {tail}" if tail else ""  # it may have written nothing but log lines
@@ -172,9 +177,10 @@ class Pool:
                  command=(sys.executable, "-m", "helpers.grader.workers")):
         self.jobs, self.test_file, self.command = jobs, Path(test_file), list(command)
         self.memory_limit, self.timeout, self.scratch = memory_limit, timeout, Path(scratch)
-        # TensorFlow's warnings stay in a worker's output file (never in a verdict): the CPU
-        # allocator's "ran out of memory trying to allocate" is one, and it may be all that a
-        # crash leaves to say why (crash_message). Its INFO lines (an allocator dump) are not.
+        # TensorFlow's warnings go to a worker's output file, whatever TF_CPP_MIN_LOG_LEVEL
+        # the grader runs with: the CPU allocator's "ran out of memory trying to allocate" is
+        # one, and it may be all that a crash leaves to say why (crash_message, whose verdicts
+        # drop such log lines). Its INFO lines (an allocator dump) stay off.
         self.env = {"TF_CPP_MIN_LOG_LEVEL": "1", "CUDA_VISIBLE_DEVICES": "-1"}
         if threads:
             self.env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(threads))
