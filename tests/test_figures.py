@@ -192,23 +192,3 @@ def test_a_model_of_another_shape_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="as many poolings, upsamplings and concatenations; got 1, 0 and 0"):
         figures.without_weights(not_a_unet)
 
-
-@pytest.mark.parametrize("notebook, name", [("01_fcn8_camvid.ipynb", "fcn"),
-                                            ("02_unet_pets.ipynb", "unet"),
-                                            ("03_mask_rcnn_tfhub.ipynb", "mask_rcnn")])
-def test_each_lesson_shows_its_figure_and_links_it_for_colab(notebook, name):
-    # The markdown shows the committed PNG (GitHub's viewer, JupyterLab, offline); Colab loads
-    # no file beside the notebook, so the caption links the same file on GitHub, at the
-    # repository and branch that the notebook's own "Run in Google Colab" badge opens.
-    import json
-    import re
-
-    source = [("".join(c["source"]), c["cell_type"]) for c in
-              json.loads((figures.FIGURES_DIR.parent / notebook).read_text())["cells"]]
-    badge = re.search(r"colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/([^/]+)/notebooks/"
-                      + re.escape(notebook), source[0][0])
-    assert badge, "the first cell's Colab badge"
-    shown = [text for text, kind in source if kind == "markdown" and f"](figures/{name}.png)" in text]
-    assert len(shown) == 1 and (figures.FIGURES_DIR / f"{name}.png").is_file()
-    repo, branch = badge.groups()
-    assert f"](https://github.com/{repo}/blob/{branch}/notebooks/figures/{name}.png)" in shown[0]

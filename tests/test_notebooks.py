@@ -71,6 +71,18 @@ def test_badges_point_at_this_notebook_in_this_repository(nb):
     assert f"https://colab.research.google.com/github/{slug}/blob/main/{path}" in nb.cells[0].source
 
 
+@pytest.mark.parametrize("notebook, name", [("01_fcn8_camvid.ipynb", "fcn"),
+                                            ("02_unet_pets.ipynb", "unet"),
+                                            ("03_mask_rcnn_tfhub.ipynb", "mask_rcnn")])
+def test_each_lesson_shows_its_figure_and_links_it_for_colab(notebook, name):
+    # The markdown shows the committed PNG (GitHub's viewer, JupyterLab, offline); Colab loads
+    # no file beside the notebook, so the caption links the same file in this repository.
+    nb = nbformat.read(REPO_DIR / "notebooks" / notebook, as_version=4)
+    shown = [c.source for c in nb.cells if c.cell_type == "markdown" and f"](figures/{name}.png)" in c.source]
+    assert len(shown) == 1 and (REPO_DIR / "notebooks" / "figures" / f"{name}.png").is_file()
+    assert f"]({REPO_URL}/blob/main/notebooks/figures/{name}.png)" in shown[0]
+
+
 def test_no_shell_downloads_installs_or_tmp_paths(nb):
     for cell in code_cells(nb):
         assert not re.search(r"^\s*[!%]\s*(wget|curl|gdown|pip)", cell.source, re.M), cell.source[:80]

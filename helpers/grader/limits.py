@@ -29,7 +29,16 @@ MEMORY_LIMIT_GB = 4.0
 OUT_OF_MEMORY = re.compile(r"MemoryError|Unable to allocate|OOM when allocating|bad_alloc|"
                            r"Cannot allocate memory|ResourceExhausted|"
                            r"ran out of memory trying to allocate")
+# TensorFlow logs "ran out of memory trying to allocate …" also when it recovers, and then
+# adds this: such a line is no refused allocation.
+_RECOVERED = "caller indicates that this is not a failure"
 _memory_limit = None  # bytes, once limit_memory has set one in this process
+
+
+def says_out_of_memory(text):
+    """Return True when a line of ``text`` (an error, a process's output) tells of a refused
+    allocation, and not of one TensorFlow recovered from."""
+    return any(OUT_OF_MEMORY.search(line) and _RECOVERED not in line for line in text.splitlines())
 
 
 def limit_memory(n_bytes):
@@ -65,8 +74,7 @@ def memory_message(limit):
 def out_of_memory(error):
     """Return True when an exception, or one it came from, is a refused allocation."""
     while error is not None:
-        if isinstance(error, MemoryError) or OUT_OF_MEMORY.search(
-                f"{type(error).__name__}: {error}"):
+        if isinstance(error, MemoryError) or says_out_of_memory(f"{type(error).__name__}: {error}"):
             return True
         error = error.__cause__ or error.__context__
     return False

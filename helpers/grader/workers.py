@@ -55,8 +55,6 @@ _NOISE = re.compile(r"[IW]\d{4} \d\d:\d\d:|WARNING: All log messages before absl
                     r"E\d{4} .*(?:cuInit|cuda|CUDA|remapper failed|Unable to register cu)|"
                     # the lines that follow the CPU allocator's out-of-memory warning
                     r"If the cause is memory fragmentation|Current allocation summary follows")
-# TensorFlow logs "ran out of memory trying to allocate …" also when it recovers, then adds this.
-_RECOVERED = "caller indicates that this is not a failure"
 
 
 def _tail(text, size=300):
@@ -70,8 +68,7 @@ def _tail(text, size=300):
 
 def crash_message(returncode, output, memory_limit):
     """Return the verdict's message for a worker that died on a file, from what it wrote."""
-    if any(limits.OUT_OF_MEMORY.search(line) and _RECOVERED not in line
-           for line in output.splitlines()):  # e.g. std::bad_alloc aborted the process
+    if limits.says_out_of_memory(output):  # e.g. std::bad_alloc aborted the process
         return limits.memory_message(memory_limit)
     tail = _tail(output)
     tail = f": {tail}" if tail else ""  # it may have written nothing but log lines
