@@ -69,6 +69,20 @@ def pytest_configure(config):
     os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+# Tests grouped by what they test: tests/learner (the helpers package), tests/grading (the
+# grader), tests/notebooks and notebooks/ (the lessons run end to end). The notebooks' group
+# is marked, so that `pytest -m "not notebooks"` gives a fast tier.
+NOTEBOOK_GROUPS = ("notebooks", "tests/notebooks")
+
+
+def pytest_collection_modifyitems(config, items):
+    root = Path(config.rootpath)
+    for item in items:
+        where = Path(item.path).resolve().relative_to(root).as_posix()
+        if any(where == g or where.startswith(g + "/") for g in NOTEBOOK_GROUPS):
+            item.add_marker(pytest.mark.notebooks)
+
+
 def pytest_unconfigure(config):
     scratch, server = getattr(config, "_course_scratch", (None, None))
     if server is not None:

@@ -9,19 +9,9 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from helpers import environment
 # The benchmarks train the notebooks' own models with their parameters (training.py, memory.py).
-from helpers.notebook_code import notebook_function, notebook_parameters  # noqa: F401
-
-
-def cpu_model():
-    """Return the CPU's model name from /proc/cpuinfo, or the platform's guess."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from maintainer.notebook_code import notebook_function, notebook_parameters  # noqa: F401
 
 
 def machine():
@@ -36,7 +26,7 @@ def machine():
     else:
         accelerator = "no GPU"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{cpu_model()}, {cores} cores, {accelerator}; TensorFlow {tf.__version__}, "
+    return (f"{environment.cpu_model() or platform.processor() or platform.machine()}, {cores} cores, {accelerator}; TensorFlow {tf.__version__}, "
             f"Keras {keras.__version__}, Python {platform.python_version()}")
 
 

@@ -48,7 +48,7 @@ def run(fcn, variant, init, params, data):
     """Build, train and score one FCN with notebook 1's ``fcn`` as the notebook does; return its figures."""
     import keras
 
-    from helpers import datasets, metrics, models
+    from helpers import datasets, keras_metrics, metrics, models
 
     train_ds, val_ds, test_ds = data
     n_classes = len(datasets.CAMVID_CLASSES)
@@ -63,7 +63,7 @@ def run(fcn, variant, init, params, data):
         warmup_steps=warmup * steps, decay_steps=max(1, (epochs - warmup) * steps),
         alpha=params["FINAL_LR_FRACTION"])
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy", metrics.mean_iou_metric(n_classes)])
+                  metrics=["accuracy", keras_metrics.mean_iou_metric(n_classes)])
     model.optimizer.build(model.trainable_variables)  # as the notebook: fit traces its step once
     stop = keras.callbacks.EarlyStopping(monitor="val_mean_iou", mode="max",
                                          patience=params["PATIENCE"], restore_best_weights=True)

@@ -48,10 +48,10 @@ def small_fcn(filters, seed):
 
 
 def fcn8(seed):
-    """The solution's FCN-8 (2.4 M parameters), as tests/test_model_safety.py builds it."""
+    """The solution's FCN-8 (2.4 M parameters), as tests/grading/test_model_safety.py builds it."""
     import keras
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "grading"))
     from test_model_safety import solution_fcn8
 
     keras.utils.set_random_seed(seed)
@@ -153,7 +153,7 @@ def main(argv=None):
     parser.add_argument("--kind", choices=["small", "fcn8"], default="small")
     parser.add_argument("--single", type=int, default=3, help="files to time one command each")
     args = parser.parse_args(argv)
-    from helpers.grader import testset
+    from grader import testset
 
     print(common.machine())
     with common.scratch_dir("course-bench-grading-") as scratch:

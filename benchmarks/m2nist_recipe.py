@@ -117,7 +117,7 @@ def notebook_functions():
     """Return the solution notebook's exercise functions and schedule, defined from its cells."""
     import ast
 
-    from helpers import notebook_code
+    from maintainer import notebook_code
 
     nb = notebook_code.read_notebook(SOLUTION)
     cells = notebook_code.function_cells(nb)
@@ -156,7 +156,7 @@ def train(splits, recipe, epochs, seed=42, train_count=None, log=print, function
     """
     import keras
 
-    from helpers import grading, m2nist, metrics
+    from helpers import datasets, grading, keras_metrics, m2nist
 
     fns = functions or notebook_functions()
     images, labels = splits["train"]
@@ -164,9 +164,9 @@ def train(splits, recipe, epochs, seed=42, train_count=None, log=print, function
         images, labels = images[:train_count], labels[:train_count]
     keras.utils.set_random_seed(seed)
     batch = recipe["BATCH_SIZE"]
-    train_ds = m2nist.make_m2nist_dataset(images, labels, batch, shuffle=True, seed=seed,
+    train_ds = datasets.make_m2nist_dataset(images, labels, batch, shuffle=True, seed=seed,
                                           weights=fns["pixel_weights"](labels, recipe["DIGIT_WEIGHT"]))
-    val_ds = m2nist.make_m2nist_dataset(*splits["validation"], batch)
+    val_ds = datasets.make_m2nist_dataset(*splits["validation"], batch)
     if pipeline:
         train_ds, val_ds = pipeline(train_ds), pipeline(val_ds)
     steps = -(-len(images) // batch)
@@ -175,7 +175,7 @@ def train(splits, recipe, epochs, seed=42, train_count=None, log=print, function
     inputs = keras.Input((*m2nist.IMAGE_SHAPE, 1))
     model = keras.Model(inputs, fns["fcn8_decoder"](*fns["encoder"](inputs), m2nist.N_CLASSES))
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy", metrics.mean_iou_metric(m2nist.N_CLASSES)])
+                  metrics=["accuracy", keras_metrics.mean_iou_metric(m2nist.N_CLASSES)])
     model.optimizer.build(model.trainable_variables)  # as the notebook: fit traces its step once
     curve = []
 

@@ -42,7 +42,7 @@ def child(case, toy):
     import numpy as np
 
     from benchmarks import common
-    from helpers import distribute, metrics
+    from helpers import distribute, keras_metrics
 
     notebook = {"01": "01_fcn8_camvid.ipynb", "02": "02_unet_pets.ipynb"}[case]
     params = common.notebook_parameters(notebook, quick=False)
@@ -56,7 +56,7 @@ def child(case, toy):
         model = make()
         model.compile(optimizer=keras.optimizers.Adam(1e-4),
                       loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy", metrics.mean_iou_metric(n_classes)])
+                      metrics=["accuracy", keras_metrics.mean_iou_metric(n_classes)])
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch, *size, 3)).astype("float32")
     y = rng.integers(0, n_classes, (batch, *size)).astype("int32")

@@ -32,7 +32,7 @@ def build(config, size, fc_filters, strategy):
     import keras
 
     from benchmarks import common
-    from helpers import distribute, metrics, models
+    from helpers import distribute, keras_metrics, models
 
     # The dtype policy is read when layers are built: float32 for the course, 16-bit on a GPU for ours.
     keras.mixed_precision.set_global_policy("float32")
@@ -44,7 +44,7 @@ def build(config, size, fc_filters, strategy):
         if config["sparse"]:
             model.compile(optimizer=keras.optimizers.Adam(1e-4),
                           loss="sparse_categorical_crossentropy",
-                          metrics=["accuracy", metrics.mean_iou_metric(N_CLASSES)],
+                          metrics=["accuracy", keras_metrics.mean_iou_metric(N_CLASSES)],
                           jit_compile=config["jit"])
         else:
             model.compile(optimizer=keras.optimizers.SGD(1e-2, momentum=0.9, nesterov=True),

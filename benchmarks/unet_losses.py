@@ -24,9 +24,9 @@ LOSSES = ("ce", "dice")
 
 def loss_function(name):
     """Return what ``compile`` takes for a loss name: cross-entropy or the course's Dice loss."""
-    from helpers import metrics
+    from helpers import keras_metrics
 
-    return {"ce": "sparse_categorical_crossentropy", "dice": metrics.dice_loss}[name]
+    return {"ce": "sparse_categorical_crossentropy", "dice": keras_metrics.dice_loss}[name]
 
 
 def pipelines(splits, params, seed):
@@ -54,7 +54,7 @@ def train_and_score(loss, seed, splits, params):
     import keras
 
     from benchmarks import common
-    from helpers import metrics
+    from helpers import keras_metrics, metrics
 
     size = tuple(params["IMAGE_SIZE"])
     train, val, test = pipelines(splits, params, seed)
@@ -65,7 +65,7 @@ def train_and_score(loss, seed, splits, params):
     schedule = keras.optimizers.schedules.CosineDecay(params["LEARNING_RATE"],
                                                       epochs * int(train.cardinality()), alpha=0.01)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss_function(loss),
-                  metrics=[metrics.mean_iou_metric(3)])
+                  metrics=[keras_metrics.mean_iou_metric(3)])
     model.optimizer.build(model.trainable_variables)  # as the notebook: fit traces its step once
     stop = keras.callbacks.EarlyStopping(monitor="val_mean_iou", mode="max",
                                          patience=params["PATIENCE"], restore_best_weights=True)

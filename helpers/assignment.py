@@ -15,7 +15,9 @@ import traceback
 import warnings
 from pathlib import Path
 
+import keras
 import numpy as np
+from keras import layers
 
 from helpers import m2nist, metrics
 
@@ -89,8 +91,6 @@ def _run(number, title, check, hints=()):
 
 def _layers(inputs, outputs):
     """Return the layers between ``inputs`` and ``outputs``, in the order they were called."""
-    import keras
-
     model = keras.Model(inputs, outputs)
     return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
 
@@ -100,8 +100,6 @@ def _kind(layer):
 
 
 def _is_tensor(value):
-    import keras
-
     return isinstance(value, keras.KerasTensor)
 
 
@@ -182,8 +180,6 @@ def check_pixel_weights(pixel_weights):
 # --- Exercise 2: the convolution block --------------------------------------------------
 
 def _block_problems(conv_block, filters, kernel_size, pool, stride):
-    import keras
-
     inputs = keras.Input((*PADDED, 1))
     out = conv_block(inputs, filters, kernel_size=kernel_size, pool_size=pool, pool_strides=stride)
     if out is None:
@@ -256,8 +252,6 @@ def _pattern(shape):
 
 def _apply(layers_, x):
     """Apply layers one after the other to an array; return the result as a 2-D array."""
-    import keras
-
     for layer in layers_:
         x = layer(x)
     return keras.ops.convert_to_numpy(x)[0, :, :, 0]
@@ -290,16 +284,18 @@ def _say(sides):
 
 
 def encoder_padding(encoder, built=None):
-    """Return (the layers the encoder applies before its first convolution, their padding).
+    """Return (the layers the encoder applies before its first convolution, their padding as
+    {"top", "bottom", "left", "right"}, the padded image's (height, width)).
 
-    The padding is measured by behaviour: a pattern image goes through those layers and
-    must come out unchanged inside zeros; it is returned as {"top", "bottom", "left",
-    "right"}. Raises ``_Problem`` with the reason when the encoder does not pad that way.
+    ``built``, if given, is the (inputs, features) of the encoder already called on a
+    ``keras.Input``, so that it is not built a second time. The padding is measured by
+    behaviour: a pattern image goes through those layers and must come out unchanged inside
+    zeros. Raises ``_Problem`` with the reason when the encoder does not pad that way.
     """
-    import keras
-
-    inputs = keras.Input((HEIGHT, WIDTH, 1))
-    features = encoder(inputs)
+    if built is None:
+        inputs = keras.Input((HEIGHT, WIDTH, 1))
+        built = inputs, encoder(inputs)
+    inputs, features = built
     tensors = [f for f in (features if isinstance(features, (tuple, list)) else [features])
                if _is_tensor(f)]
     if not tensors:
@@ -325,8 +321,6 @@ def encoder_padding(encoder, built=None):
 
 def check_encoder(encoder):
     """Check exercise 3: the image padded with zeros to 64 x 96, five blocks, pool-3, -4 and -5."""
-    import keras
-
     def problems():
         inputs = keras.Input((HEIGHT, WIDTH, 1))
         features = encoder(inputs)
@@ -379,8 +373,6 @@ _SHAPE_HINTS = (("incompatible shapes", "an Add needs both inputs at the same si
 
 
 def _decoder_model(decoder, n_classes):
-    import keras
-
     inputs = [keras.Input(shape) for shape in ENCODER_FEATURES.values()]
     out = decoder(*inputs, n_classes)
     if out is None:
@@ -490,8 +482,6 @@ def _cross_entropy(labels, probs, keep=None):
 
 
 def _loss_problems(loss):
-    import keras
-
     if loss is None:
         return ["loss is None: choose it from what the labels are (one class id per pixel) and "
                 "what the model outputs (probabilities)"]
@@ -519,8 +509,6 @@ def _loss_problems(loss):
 
 
 def _optimizer_problems(optimizer, schedule):
-    import keras
-
     if optimizer is None:
         return ["optimizer is None: the recipe is Adam with the learning-rate schedule above"]
     try:
@@ -542,9 +530,6 @@ def _optimizer_problems(optimizer, schedule):
 
 
 def _metric_problems(metric_list):
-    import keras
-    from keras import layers
-
     if metric_list is None:
         return ["metric_list is None: make it a list of what to report, with the pixel accuracy"]
     if not isinstance(metric_list, (list, tuple)) or not metric_list:
@@ -618,8 +603,6 @@ def _validated_on(history, val_ds):
 def check_training(history, callbacks, epochs, steps_per_epoch, val_ds=None):
     """Check exercise 6: a History of ``epochs`` full epochs, validated (on ``val_ds``, when
     given: the model is evaluated on it once), with the callbacks."""
-    import keras
-
     def problems():
         if history is None:
             return ["history is None: call model.fit(...) and keep the History it returns"]

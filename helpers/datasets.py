@@ -11,9 +11,11 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
 from PIL import Image
 
-from helpers import config, download, environment, synthetic
+from helpers import config, download, environment, m2nist, synthetic
 
 CAMVID_CLASSES = (
     "sky", "building", "column/pole", "road", "side walk", "vegetation",
@@ -120,8 +122,6 @@ def split_pairs(pairs, validation_fraction, seed=0):
 
 def resize_label(label, size):
     """Resize an integer label map (H, W) or (H, W, 1) with nearest neighbour."""
-    import tensorflow as tf
-
     squeeze = label.shape.rank == 2
     if squeeze:
         label = label[..., None]
@@ -131,8 +131,6 @@ def resize_label(label, size):
 
 def load_pair(image_path, label_path, size):
     """Read a PNG frame and its PNG label map; return both resized, as uint8 (H, W, 3) and (H, W)."""
-    import tensorflow as tf
-
     image = tf.io.decode_png(tf.io.read_file(image_path), channels=3)
     label = tf.io.decode_png(tf.io.read_file(label_path), channels=1)
     image = tf.image.resize(image, size, method="bilinear")
@@ -177,8 +175,6 @@ def load_frames(pairs, size, cache_dir=None):
     CPU core), so each run after the first reads one ``.npz`` file instead. A copy that is
     missing, stale (a file changed) or damaged is rebuilt from the PNGs.
     """
-    import tensorflow as tf
-
     cache = frames_cache_path(pairs, size, cache_dir) if cache_dir is not None else None
     if cache is not None and cache.is_file():
         saved = _read_frames(cache, len(pairs), size)
@@ -218,8 +214,6 @@ def without_autotune(ds):
     ``AUTOTUNE`` map parallelism starts, and stays, at the number of CPU cores (at most 16) and
     ``prefetch`` keeps its own buffer tuner; the elements and their order are the same.
     """
-    import tensorflow as tf
-
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.with_options(options)
@@ -227,8 +221,6 @@ def without_autotune(ds):
 
 def random_flip(image, label, seed):
     """Flip an image and its label map left-right together, half of the time."""
-    import tensorflow as tf
-
     flip = tf.random.stateless_uniform([], seed=seed) < 0.5
     # tf.reverse is one kernel; a [:, ::-1] slice is a strided copy about 4x slower on CPUs.
     return (tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image),
@@ -240,8 +232,6 @@ def batch_pipeline(ds, batch_size, shuffle=False, augment=False, seed=0, cache=T
 
     Batches come out as float32 images and int32 labels, whatever the stored dtypes.
     """
-    import tensorflow as tf
-
     if cache:
         ds = ds.cache()  # preprocess once; later epochs read from memory
     if shuffle:
@@ -262,8 +252,6 @@ def make_dataset(pairs, size, batch_size, shuffle=False, augment=False, seed=0, 
     Frames are decoded once (see ``load_frames``; with ``cache_dir``, once per machine) and
     held in memory as uint8; flips and batches are cut from there every epoch.
     """
-    import tensorflow as tf
-
     images, labels = load_frames(pairs, size, cache_dir)
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     return batch_pipeline(ds, batch_size, shuffle, augment, seed, cache=False)
@@ -295,8 +283,6 @@ def pets_data_dir(quick=None, data_dir=None):
 
 def prepare_quick_pets(data_dir):
     """Prepare tfds' ``oxford_iiit_pet`` in ``data_dir`` from generated pets, unless it is there."""
-    import tensorflow_datasets as tfds
-
     builder = tfds.builder("oxford_iiit_pet", data_dir=str(data_dir))
     seeds = {"train": 1, "test": 2}
 
@@ -325,8 +311,6 @@ def load_pets(quick=None, data_dir=None):
     problem = environment.import_problem("tensorflow_datasets", ("builder", "load"))
     if problem:
         raise download.DataError(f"Could not load oxford_iiit_pet: {problem}")
-    import tensorflow_datasets as tfds
-
     data_dir = pets_data_dir(quick, data_dir)
     try:
         if quick:
@@ -347,8 +331,6 @@ def load_pets(quick=None, data_dir=None):
 
 def preprocess_pet(element, size):
     """Resize a pets element (image bilinear, mask nearest), scale to 0..1, shift mask to 0..2."""
-    import tensorflow as tf
-
     image = tf.image.resize(element["image"], size, method="bilinear") / 255.0
     mask = resize_label(element["segmentation_mask"], size)[..., 0]
     image.set_shape((*size, 3))
@@ -358,7 +340,21 @@ def preprocess_pet(element, size):
 
 def make_pets_dataset(ds, size, batch_size, shuffle=False, augment=False, seed=0):
     """Build a batched pipeline of (image, mask 0..2) from oxford_iiit_pet elements."""
-    import tensorflow as tf
-
     ds = ds.map(lambda e: preprocess_pet(e, size), num_parallel_calls=tf.data.AUTOTUNE)
     return batch_pipeline(ds, batch_size, shuffle, augment, seed)
+
+
+def make_m2nist_dataset(images, labels, batch_size, shuffle=False, weights=None, seed=0):
+    """Return a batched tf.data pipeline of (scaled image, label[, per-pixel weight]).
+
+    ``weights``, one loss weight per pixel shaped like ``labels``, is what notebook 4's
+    learner computes from the labels (its first exercise); Keras multiplies each pixel's
+    loss by it. Without it the batches are (image, label).
+    """
+    arrays = (m2nist.scale_images(images), np.asarray(labels, np.int32))
+    if weights is not None:
+        arrays += (m2nist.check_weights(weights, labels),)
+    ds = tf.data.Dataset.from_tensor_slices(arrays)
+    if shuffle:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    return without_autotune(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))

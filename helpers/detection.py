@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 from helpers import coco, config, download, metrics, viz
 # Loading images is the download layer's job and drawing is viz's; notebook 3 reaches them here.
@@ -48,8 +49,6 @@ def detector_module(call, name, description, **attributes):
     ``call`` maps a uint8 image [1, H, W, 3] to the dict of ``OUTPUT_KEYS``. ``attributes``
     (a Keras model, say) are set on the module, so that ``save_module`` saves their variables.
     """
-    import tensorflow as tf
-
     class Detector(tf.Module):
         def __init__(self):
             super().__init__(name=name)
@@ -69,8 +68,6 @@ def detector_module(call, name, description, **attributes):
 
 def save_module(module, folder, note):
     """Save a ``tf.Module`` with a detector's call signature as a SavedModel that ``hub.load`` reads."""
-    import tensorflow as tf
-
     logger, level = tf.get_logger(), tf.get_logger().level
     logger.setLevel("WARNING")  # not "Assets written to <temporary folder>"
     try:
@@ -223,8 +220,6 @@ def filter_detections(outputs, image_size, score_threshold=0.5, mask_threshold=0
 
 def detect(model, image):
     """Run a detection model on one uint8 image (1, H, W, 3); return its outputs as numpy."""
-    import tensorflow as tf
-
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 4 or image.shape[0] != 1 or image.shape[-1] != 3:
         raise ValueError(f"The model takes one uint8 RGB image of shape (1, H, W, 3), got "

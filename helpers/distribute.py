@@ -14,6 +14,7 @@ Taught in notebook 1; notebooks 2 and 4 train under it the same way.
 import os
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 
 _TPU = {}  # the connected TPU resolver: initialising the TPU system twice wipes its memory
@@ -71,8 +72,6 @@ def global_batch_size(per_replica_batch, strategy):
 
 def use_mixed_precision(strategy=None):
     """Turn on 16-bit compute with float32 weights on a GPU or TPU; return whether it did."""
-    import keras
-
     if isinstance(strategy, tf.distribute.TPUStrategy):  # TPUs compute in bfloat16
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     elif tf.config.list_logical_devices("GPU"):

@@ -6,7 +6,7 @@ N x 64 x 84 with values 0..9 for digits and 10 for background; mirrors differ). 
 forms are validated and normalised to a uint8 label map. The split into train,
 validation and test is seeded, so every learner and the grader see the same test set.
 
-Taught in notebook 4; the grader (``python -m helpers.grading``) uses the same loader.
+Taught in notebook 4; the grader (``python -m grader``) uses the same loader.
 """
 
 from pathlib import Path
@@ -108,7 +108,7 @@ def scale_images(images):
     return (np.asarray(images, np.float32)[..., None] / 127.5 - 1.0)
 
 
-def _check_weights(weights, labels):
+def check_weights(weights, labels):
     """Return per-pixel loss weights as float32 after checking they fit ``labels``."""
     weights = np.asarray(weights)
     if weights.shape != np.shape(labels):
@@ -124,23 +124,3 @@ def _check_weights(weights, labels):
     if weights.size and not weights.any():
         raise ValueError("Every weight is 0: no pixel would count in the loss.")
     return weights
-
-
-def make_m2nist_dataset(images, labels, batch_size, shuffle=False, weights=None, seed=0):
-    """Return a batched tf.data pipeline of (scaled image, label[, per-pixel weight]).
-
-    ``weights``, one loss weight per pixel shaped like ``labels``, is what notebook 4's
-    learner computes from the labels (its first exercise); Keras multiplies each pixel's
-    loss by it. Without it the batches are (image, label).
-    """
-    import tensorflow as tf
-
-    from helpers.datasets import without_autotune
-
-    arrays = (scale_images(images), np.asarray(labels, np.int32))
-    if weights is not None:
-        arrays += (_check_weights(weights, labels),)
-    ds = tf.data.Dataset.from_tensor_slices(arrays)
-    if shuffle:
-        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    return without_autotune(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import tensorflow as tf
 import keras
+import tensorflow_hub as hub
 
 from helpers import config, detection, download, mask_rcnn, scenes
 
@@ -149,8 +150,6 @@ def _write_record(path, record):
 
 def main(argv=None):
     """Train or evaluate the small Mask R-CNN from the command line."""
-    import tensorflow_hub as hub
-
     parser = argparse.ArgumentParser(prog="python -m helpers.mask_rcnn_export",
                                      description="Train or score the small Mask R-CNN.")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -8,6 +8,8 @@ Convention, used everywhere in the course (notebooks, grader, tests):
   value is NaN and it is left out of the means. A class that is predicted but absent from
   the truth scores 0 (every predicted pixel is a false positive).
 
+NumPy only, so that the grader's main process scores without importing TensorFlow; the
+Keras metric and the Dice loss built on this convention are in ``helpers.keras_metrics``.
 First taught in notebook 1.
 """
 
@@ -117,17 +119,16 @@ def segmentation_scores(y_true, y_pred, n_classes):
 def predict_labels(model, images, batch_size=32):
     """Return the model's per-pixel class ids (argmax over the last axis) for a batch.
 
-    The images go to ``model.predict`` as a pipeline of batches of ``batch_size`` (Keras'
-    own default) with tf.data's autotuning off: Keras would wrap an array in an autotuned one,
-    whose deletion after the prediction can wait about as long as the prediction took
-    (``helpers.datasets.without_autotune`` says why).
+    The images go through ``model.predict_on_batch`` in batches of ``batch_size`` (Keras' own
+    default for ``predict``): the same traced function ``predict`` runs, without the tf.data
+    pipeline ``predict`` would wrap an array in, whose autotuner can keep it waiting after the
+    last batch (``helpers.datasets.without_autotune`` says why).
     """
-    import tensorflow as tf
-
-    from helpers.datasets import without_autotune
-
-    batches = without_autotune(tf.data.Dataset.from_tensor_slices(images).batch(batch_size))
-    return np.argmax(model.predict(batches, verbose=0), axis=-1)
+    images = np.asarray(images)
+    if not len(images):
+        raise ValueError("There are no images to predict.")
+    return np.concatenate([np.argmax(model.predict_on_batch(images[i:i + batch_size]), axis=-1)
+                           for i in range(0, len(images), batch_size)])
 
 
 def evaluate_dataset(model, dataset, n_classes):
@@ -159,46 +160,3 @@ def majority_baseline(train_dataset, test_dataset, n_classes):
         labels = np.asarray(labels)
         cm += confusion_matrix(labels, np.full_like(labels, majority), n_classes)
     return majority, Scores.from_confusion(cm)
-
-
-def mean_iou_metric(n_classes, name="mean_iou"):
-    """Return a Keras metric for mean IoU over sparse labels and per-pixel class scores.
-
-    It follows the convention above: one confusion matrix accumulated over the whole epoch
-    (not a mean of per-batch IoUs), and classes absent from both truth and prediction left
-    out of the mean. ``keras.metrics.MeanIoU`` computes exactly that once it takes the argmax
-    of the scores (``sparse_y_pred=False``); ``tests/test_metrics.py`` checks it against
-    ``segmentation_scores``. Being a built-in Keras class, it saves and reloads with a model.
-    """
-    import keras
-
-    return keras.metrics.MeanIoU(num_classes=n_classes, sparse_y_pred=False, name=name)
-
-
-def dice_loss(y_true, y_pred, smooth=1.0):
-    """Return the soft Dice loss of a batch: 1 - the mean over classes of each class's soft Dice.
-
-    Taught in notebook 2, where it helps the pets' thin outline class. ``y_true`` holds class
-    ids, (batch, H, W) or (batch, H, W, 1); ``y_pred`` per-pixel class probabilities (batch, H,
-    W, C), a softmax output. Each class's soft Dice is ``dice_per_class`` with probabilities in
-    place of counts, over all pixels of the batch together:
-    ``(2 * sum(p_c * [y == c]) + smooth) / (sum(p_c) + sum([y == c]) + smooth)``. Every class
-    weighs the same in the mean however few pixels it has, unlike cross-entropy, which sums over
-    pixels. ``smooth`` keeps a class absent from the batch and not predicted at 1 instead of 0/0.
-
-    A model compiled with it saves to ``.keras`` as usual; to load it with its compile state,
-    pass ``custom_objects={"dice_loss": metrics.dice_loss}`` (or load with ``compile=False``).
-    """
-    from keras import ops
-
-    y_pred = ops.cast(y_pred, "float32")  # a mixed-precision model's output may be 16-bit
-    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1:
-        y_true = ops.squeeze(y_true, axis=-1)
-    if len(y_true.shape) != len(y_pred.shape) - 1:
-        raise ValueError(f"dice_loss takes class ids (batch, H, W) and probabilities (batch, H, W, "
-                         f"C); got labels {tuple(y_true.shape)} and scores {tuple(y_pred.shape)}.")
-    truth = ops.one_hot(ops.cast(y_true, "int32"), y_pred.shape[-1], dtype="float32")
-    pixels = tuple(range(len(y_pred.shape) - 1))  # batch and image axes: all but the classes
-    overlap = ops.sum(truth * y_pred, axis=pixels)
-    sizes = ops.sum(truth, axis=pixels) + ops.sum(y_pred, axis=pixels)
-    return 1.0 - ops.mean((2.0 * overlap + smooth) / (sizes + smooth))

@@ -19,7 +19,9 @@ VGG_FEATURES = ("block3_pool", "block4_pool", "block5_pool")
 def vgg16_encoder(input_shape=(224, 224, 3), weights="imagenet"):
     """Return a VGG-16 model from RGB images (0..255) to its pool-3, pool-4 and pool-5 features.
 
-    ``weights`` is "imagenet", None (random) or the path of a VGG-16 weights file.
+    ``weights`` is "imagenet", None (random) or the path of a VGG-16 weights file. When the
+    ImageNet weights cannot be had (offline, no cache) it prints a note and starts from random
+    weights; a weights file that cannot be loaded raises ValueError naming it.
     """
     height, width = input_shape[:2]
     if height % 32 or width % 32:
@@ -35,8 +37,11 @@ def vgg16_encoder(input_shape=(224, 224, 3), weights="imagenet"):
     try:
         base = keras.applications.VGG16(include_top=False, weights=weights, input_tensor=centred)
     except Exception as e:  # no network, no cache, or a broken download
-        if weights is None:
-            raise
+        if weights != "imagenet":  # random weights, or a file the learner named: say what failed
+            if weights is None:
+                raise
+            raise ValueError(f"Could not load VGG-16 weights from {weights}: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200] if str(e) else ''}") from e
         print("Note: could not load the ImageNet weights for VGG-16 "
               f"({type(e).__name__}: {str(e).splitlines()[0][:160]}).\n"
               "The encoder starts from random weights: training takes far longer and scores "

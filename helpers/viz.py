@@ -4,6 +4,7 @@ First used in notebook 1; every notebook shows its results with these (notebook 
 instances, through ``annotate`` and ``show_detections``).
 """
 
+import keras
 import numpy as np
 
 from helpers import metrics
@@ -290,7 +291,6 @@ def epoch_predictions(image, truth, class_names, folder=None, show=True):
     """
     from pathlib import Path
 
-    import keras
     import matplotlib.pyplot as plt
 
     image, truth = np.asarray(image), _label_map(truth)

@@ -45,14 +45,14 @@ def train_good_model(path=GOOD_MODEL, margin=5.0, max_epochs=12):
     The margin keeps the shipped model a clear pass, so that round-off (another CPU, oneDNN on
     or off) cannot move it across the pass mark. Returns the grades by epoch.
     """
-    from helpers import grading, m2nist
+    from helpers import datasets, grading, m2nist
 
     splits = m2nist.load_m2nist(quick=True)
     model = small_fcn()
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     images, labels = splits["train"]
     weights = np.where(labels == m2nist.BACKGROUND, 1.0, 10.0)  # digit pixels count 10x
-    train = m2nist.make_m2nist_dataset(images, labels, 16, shuffle=True, weights=weights)
+    train = datasets.make_m2nist_dataset(images, labels, 16, shuffle=True, weights=weights)
     grades = []
     for epoch in range(max_epochs):
         model.fit(train, epochs=1, verbose=0)
