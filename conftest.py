@@ -1,4 +1,4 @@
-"""Test-session set-up shared by the unit tests and the nbval notebook runs.
+"""Test-session set-up shared by the unit tests and the notebooks run end to end.
 
 Tests are hermetic: quick mode, a fresh data cache, and the datasets served from a
 loopback HTTP server, so the notebooks download them through the real code path.
@@ -15,10 +15,6 @@ from pathlib import Path
 import pytest
 
 from helpers import datasets, m2nist, synthetic
-
-# The assignment's student notebook has blank exercises, so it cannot run end to end under
-# nbval; tests/test_assignment.py executes it and checks every exercise check's verdict.
-collect_ignore = ["notebooks/04_m2nist_assignment.ipynb"]
 
 # Archives the loopback server generates on first request: file name -> writer(path).
 GENERATED = {
@@ -60,7 +56,7 @@ def pytest_configure(config):
     (scratch / "served").mkdir()
     server, base_url = serve(scratch / "served")
     config._course_scratch = (scratch, server)
-    # nbval's kernels inherit this environment.
+    # The notebooks' kernels inherit this environment.
     os.environ["COURSE_QUICK"] = "1"
     os.environ["COURSE_DATA_DIR"] = str(scratch / "data")
     os.environ["COURSE_CAMVID_URL"] = f"{base_url}/fcnn-dataset.zip"
@@ -70,9 +66,9 @@ def pytest_configure(config):
 
 
 # Tests grouped by what they test: tests/learner (the helpers package), tests/grading (the
-# grader), tests/notebooks and notebooks/ (the lessons run end to end). The notebooks' group
+# grader), tests/notebooks (the lessons run end to end, and their code). The notebooks' group
 # is marked, so that `pytest -m "not notebooks"` gives a fast tier.
-NOTEBOOK_GROUPS = ("notebooks", "tests/notebooks")
+NOTEBOOK_GROUPS = ("tests/notebooks",)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from benchmarks import common
 
-CLASS = 200  # the class size; its aim: graded in <= 5 minutes on 2 cores
+CLASS = 200  # a class's size; the aim: graded in <= 5 minutes on 2 cores
 
 
 def small_fcn(filters, seed):

@@ -1,6 +1,6 @@
 """Benchmark 10: what deleting a tf.data iterator costs, with tf.data's autotuner on and off.
 
-    python -m benchmarks.iterators                  # notebook 4's FCN-8, quick mode, 3 epochs each way (~5 min)
+    python -m benchmarks.iterators                  # notebook 4's FCN-8, quick mode, 3 epochs each way
     python -m benchmarks.iterators --epochs 5 --train-count 480
 
 In TensorFlow 2.21, deleting an iterator of an autotuned pipeline often waits (not every
@@ -10,14 +10,14 @@ iterator for every training epoch, every validation pass and every ``predict``, 
 at the end. A bare pipeline iterated in a loop and deleted rarely waits; during training it
 waited most times (seen with ``py-spy dump --native``: the main thread inside
 ``RootDataset::Iterator::~Iterator``, waiting on the autotuner's thread). TensorFlow 2.19
-(Colab's) does the same: in a 3-epoch fit the second and third epochs began at 22.2 s and
-42.7 s, after the wake-ups at 20.47 s and 40.95 s (15.9 s and 31.6 s with the autotuner off).
+(Colab's) waits the same way. Measured figures: benchmarks/README.md, benchmark 10.
 
 The benchmark trains notebook 4's FCN-8 (the solution's own functions, quick-mode recipe and
 data, its ``make_m2nist_dataset`` pipelines) for a few epochs from the same seed, with the
 autotuner on (TensorFlow's default) and then off (``helpers.datasets.without_autotune``, as
-the course's pipelines are): the wall time of each epoch and of the whole ``fit``, and whether
-the losses are identical (they must be: only when iterators are freed changes).
+the course's pipelines are): the wall time of each epoch and of the whole run (building the
+model and grading each epoch included), and whether the losses are identical (they must be:
+only when iterators are freed changes).
 """
 
 import argparse

@@ -5,7 +5,7 @@
     python -m benchmarks.m2nist_recipe train m2nist-mnist5k.zip --recipe course --epochs 8
     python -m benchmarks.m2nist_recipe train ARCHIVE --lr 2e-3 --batch 16 --epochs 10 --train-count 1000
 
-The real M2NIST cannot always be downloaded (not on this machine). ``archive`` builds a
+The real M2NIST cannot always be downloaded: ``archive`` builds a
 stand-in in the real archive's format from REAL MNIST digits with the course's own generator
 (``helpers.synthetic.m2nist_example``, as ``write_m2nist_archive(source="mnist")`` does):
 5,000 images of one to three digits, one-hot ``segmented.npy``. DIGITS is a file of MNIST
@@ -19,7 +19,7 @@ measured on handwriting the model never saw.
 ``train`` trains the solution notebook's own ``conv_block``, ``encoder``, ``fcn8_decoder``
 and ``pixel_weights`` (taken from its cells) with a recipe: by default the notebook's full-mode
 parameters and its schedule (``learning_rate_schedule``, also from its cells); ``--recipe
-course`` is the course's recipe before issue 18 (Adam 1e-3, constant, batch 32). Flags
+course`` is a constant-rate recipe to compare with (Adam 1e-3, constant, batch 32). Flags
 override one knob each. It records, after every epoch, the loss, the validation mean IoU and
 the grade on the 200 test images (the grader's ``score_model`` and ``grade``), and what the
 notebook's early stopping (patience from the recipe) would have kept. Each epoch's line is
@@ -41,7 +41,7 @@ import numpy as np
 SOLUTION = "solutions/04_m2nist_assignment_solution.ipynb"
 NOTEBOOK_FUNCTIONS = ("conv_block", "encoder", "fcn8_decoder", "pixel_weights",
                       "learning_rate_schedule")
-# The recipe of the course before issue 18: Adam at a constant 1e-3, batch 32, digits 10x.
+# A constant-rate recipe to compare with: Adam at a constant 1e-3, batch 32, digits 10x.
 COURSE = {"LEARNING_RATE": 1e-3, "WARMUP_EPOCHS": 0, "FINAL_LR_FRACTION": 1.0,
           "BATCH_SIZE": 32, "DIGIT_WEIGHT": 10.0, "PATIENCE": 4}
 KNOBS = {"lr": "LEARNING_RATE", "warmup": "WARMUP_EPOCHS", "final": "FINAL_LR_FRACTION",

@@ -1,4 +1,4 @@
-"""Benchmark 5: the small Mask R-CNN of notebook 3, its quality and speed against issue 11's targets.
+"""Benchmark 5: the small Mask R-CNN of notebook 3, its quality and speed against its targets.
 
     python -m benchmarks.mask_rcnn                 # the shipped weights on 300 held-out scenes
     python -m benchmarks.mask_rcnn --scenes 500 --weights my.weights.h5

@@ -8,7 +8,7 @@ Both pipelines read the same generated CamVid-format PNG files and produce batch
 for: the first epoch of the first run on a machine (ours decodes the PNGs and saves them);
 the first epoch of any later run (ours reads its saved frames; the course decodes again);
 the later epochs (what the rest of a training run sees); and a whole first run. The two
-pipelines take their epochs in turns. Our time includes building the dataset, since that is
+pipelines take their epochs in turns. Our time includes building the dataset, which is
 where it decodes.
 
 - The course's: per element read, decode, bilinear-resize the frame *and the label map*,

@@ -8,16 +8,19 @@ import keras
 from keras import ops
 
 
-def mean_iou_metric(n_classes, name="mean_iou"):
+def mean_iou_metric(n_classes, name="mean_iou", ignore_class=None):
     """Return a Keras metric for mean IoU over sparse labels and per-pixel class scores.
 
-    It follows the convention above: one confusion matrix accumulated over the whole epoch
-    (not a mean of per-batch IoUs), and classes absent from both truth and prediction left
-    out of the mean. ``keras.metrics.MeanIoU`` computes exactly that once it takes the argmax
-    of the scores (``sparse_y_pred=False``); ``tests/test_metrics.py`` checks it against
-    ``segmentation_scores``. Being a built-in Keras class, it saves and reloads with a model.
+    It follows ``helpers.metrics``' convention: one confusion matrix accumulated over the whole
+    epoch (not a mean of per-batch IoUs), and classes absent from both truth and prediction
+    left out of the mean. ``keras.metrics.MeanIoU`` computes exactly that once it takes the
+    argmax of the scores (``sparse_y_pred=False``); ``tests/learner/test_metrics.py`` checks it
+    against ``segmentation_scores``. Pixels whose truth is ``ignore_class`` are not counted
+    (CamVid's void: ``ignore_class=11`` beside 11 scored classes). Being a built-in Keras
+    class, it saves and reloads with a model.
     """
-    return keras.metrics.MeanIoU(num_classes=n_classes, sparse_y_pred=False, name=name)
+    return keras.metrics.MeanIoU(num_classes=n_classes, sparse_y_pred=False, name=name,
+                                 ignore_class=ignore_class)
 
 
 def dice_loss(y_true, y_pred, smooth=1.0):

@@ -18,23 +18,33 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def check_labels(labels, n_classes, name="labels"):
-    """Return ``labels`` as an array after checking it holds integer class ids in 0..n-1."""
+def check_labels(labels, n_classes, name="labels", ignore_class=None):
+    """Return ``labels`` as an array after checking it holds integer class ids in 0..n-1
+    (or ``ignore_class``, the id of pixels that are not scored, such as CamVid's void)."""
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"The {name} must hold integer class ids, not {labels.dtype}.")
-    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(f"The {name} holds class ids outside 0..{n_classes - 1} "
-                         f"(found {labels.min()}..{labels.max()}).")
+    scored = labels if ignore_class is None else labels[labels != ignore_class]
+    if scored.size and (scored.min() < 0 or scored.max() >= n_classes):
+        also = "" if ignore_class is None else f" or {ignore_class} (ignored)"
+        raise ValueError(f"The {name} holds class ids outside 0..{n_classes - 1}{also} "
+                         f"(found {scored.min()}..{scored.max()}).")
     return labels
 
 
-def confusion_matrix(y_true, y_pred, n_classes):
-    """Count pixels by (true class, predicted class) into an (n, n) int64 matrix."""
-    y_true = check_labels(y_true, n_classes, "truth")
+def confusion_matrix(y_true, y_pred, n_classes, ignore_class=None):
+    """Count pixels by (true class, predicted class) into an (n, n) int64 matrix.
+
+    Pixels whose truth is ``ignore_class`` are not counted at all, whatever was predicted
+    there: CamVid's void (11, beside 11 scored classes 0..10), or the pets' border band.
+    """
+    y_true = check_labels(y_true, n_classes, "truth", ignore_class)
     y_pred = check_labels(y_pred, n_classes, "prediction")
     if y_true.shape != y_pred.shape:
         raise ValueError(f"Truth {y_true.shape} and prediction {y_pred.shape} differ in shape.")
+    if ignore_class is not None:
+        scored = y_true != ignore_class
+        y_true, y_pred = y_true[scored], y_pred[scored]
     index = y_true.astype(np.int64).ravel() * n_classes + y_pred.astype(np.int64).ravel()
     return np.bincount(index, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
@@ -75,12 +85,16 @@ class Scores:
     dice: np.ndarray
 
     @classmethod
-    def from_confusion(cls, cm):
-        """Score an (n, n) confusion matrix; a class absent from truth and prediction gets NaN."""
+    def from_confusion(cls, cm, ignore_class=None):
+        """Score an (n, n) confusion matrix; a class absent from truth and prediction gets NaN,
+        and so does ``ignore_class`` when it is one of the n (it is then left out of the means)."""
         cm = np.asarray(cm)
         if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
             raise ValueError(f"A confusion matrix must be square (n, n), not {cm.shape}.")
-        return cls(cm, iou_per_class(cm), dice_per_class(cm))
+        iou, dice = iou_per_class(cm), dice_per_class(cm)
+        if ignore_class is not None and 0 <= ignore_class < len(cm):
+            iou[ignore_class] = dice[ignore_class] = np.nan
+        return cls(cm, iou, dice)
 
     @property
     def mean_iou(self):
@@ -111,9 +125,11 @@ class Scores:
         return "\n".join(rows)
 
 
-def segmentation_scores(y_true, y_pred, n_classes):
-    """Score integer label maps against integer predictions of the same shape."""
-    return Scores.from_confusion(confusion_matrix(y_true, y_pred, n_classes))
+def segmentation_scores(y_true, y_pred, n_classes, ignore_class=None):
+    """Score integer label maps against integer predictions of the same shape (pixels whose
+    truth is ``ignore_class`` not scored)."""
+    return Scores.from_confusion(confusion_matrix(y_true, y_pred, n_classes, ignore_class),
+                                 ignore_class)
 
 
 def predict_labels(model, images, batch_size=32):
@@ -131,32 +147,35 @@ def predict_labels(model, images, batch_size=32):
                            for i in range(0, len(images), batch_size)])
 
 
-def evaluate_dataset(model, dataset, n_classes):
+def evaluate_dataset(model, dataset, n_classes, ignore_class=None):
     """Score a segmentation model over a batched dataset of (image, sparse label)."""
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
     for images, labels in dataset:
-        cm += confusion_matrix(np.asarray(labels), predict_labels(model, images), n_classes)
-    return Scores.from_confusion(cm)
+        cm += confusion_matrix(np.asarray(labels), predict_labels(model, images), n_classes,
+                               ignore_class)
+    return Scores.from_confusion(cm, ignore_class)
 
 
-def class_counts(dataset, n_classes):
-    """Count the pixels of each class in a dataset of (image, sparse label)."""
+def class_counts(dataset, n_classes, ignore_class=None):
+    """Count the pixels of each class in a dataset of (image, sparse label), ``ignore_class`` left out."""
     counts = np.zeros(n_classes, dtype=np.int64)
     for _, labels in dataset:
-        labels = check_labels(labels, n_classes)
+        labels = check_labels(labels, n_classes, ignore_class=ignore_class)
+        if ignore_class is not None:
+            labels = labels[labels != ignore_class]
         # bincount refuses uint64 ("cannot cast safely"), so count in int64.
-        counts += np.bincount(labels.astype(np.int64).ravel(), minlength=n_classes)
+        counts += np.bincount(labels.astype(np.int64).ravel(), minlength=n_classes)[:n_classes]
     return counts
 
 
-def majority_baseline(train_dataset, test_dataset, n_classes):
+def majority_baseline(train_dataset, test_dataset, n_classes, ignore_class=None):
     """Score the trivial predictor that outputs the training set's most frequent class."""
-    counts = class_counts(train_dataset, n_classes)
+    counts = class_counts(train_dataset, n_classes, ignore_class)
     if not counts.any():
         raise ValueError("The training set holds no labelled pixels: there is no majority class.")
     majority = int(np.argmax(counts))
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
     for _, labels in test_dataset:
         labels = np.asarray(labels)
-        cm += confusion_matrix(labels, np.full_like(labels, majority), n_classes)
-    return majority, Scores.from_confusion(cm)
+        cm += confusion_matrix(labels, np.full_like(labels, majority), n_classes, ignore_class)
+    return majority, Scores.from_confusion(cm, ignore_class)

@@ -5,7 +5,8 @@
     python -m maintainer.run_notebooks -p EPOCHS 5     # override a parameters-cell knob
 
 Executed copies go to ``executed/`` (git-ignored). Maintainers refresh the outputs of the
-cells that nbval checks (``# NBVAL_CHECK_OUTPUT``) with ``--refresh-checked``.
+cells whose printed output the tests check (tagged ``nbval-check-output``, nbval's own tag)
+with ``--refresh-checked``.
 """
 
 import argparse
@@ -18,7 +19,12 @@ from pathlib import Path
 from helpers.config import REPO_DIR
 
 NOTEBOOKS_DIR = REPO_DIR / "notebooks"
-CHECK_MARK = "NBVAL_CHECK_OUTPUT"
+CHECKED_TAG = "nbval-check-output"
+
+
+def is_checked(cell):
+    """Return True for a code cell whose printed output the tests compare."""
+    return cell.cell_type == "code" and CHECKED_TAG in cell.metadata.get("tags", [])
 
 
 def find_notebooks(selectors=()):
@@ -42,7 +48,7 @@ def strip_outputs(nb):
             continue
         # nbval treats a cell with outputs but no execution count as never run: checked
         # cells keep a fixed count of 1, so re-running does not churn the file.
-        count = 1 if CHECK_MARK in cell.source else None
+        count = 1 if is_checked(cell) else None
         if count is None:
             cell.outputs = []
         cell.execution_count = count
@@ -63,8 +69,8 @@ def refresh_checked(source, executed):
     done = nbformat.read(executed, as_version=4)
     by_source = {c.source: c for c in done.cells if c.cell_type == "code"}
     for cell in nb.cells:
-        if cell.cell_type == "code" and CHECK_MARK in cell.source:
-            # Library log lines on stderr vary by machine; nbval compares what is kept here.
+        if is_checked(cell):
+            # Library log lines on stderr vary by machine; the tests compare stdout.
             cell.outputs = [o for o in by_source[cell.source].outputs
                             if o.get("output_type") == "execute_result"
                             or o.get("name") == "stdout"]

@@ -18,7 +18,7 @@ import copy
 import sys
 
 from maintainer.notebook_code import END, START, marked_blocks  # noqa: F401 (END: for callers)
-from maintainer.run_notebooks import CHECK_MARK, NOTEBOOKS_DIR
+from maintainer.run_notebooks import CHECKED_TAG, NOTEBOOKS_DIR
 
 SOLUTION = NOTEBOOKS_DIR / "solutions" / "04_m2nist_assignment_solution.ipynb"
 STUDENT = NOTEBOOKS_DIR / "04_m2nist_assignment.ipynb"
@@ -93,7 +93,9 @@ def student_version(solution):
         if START in cell.source:
             cell.source = blank_exercises(cell.source)
         # The solution's checked outputs prove it passes; the student's cells start empty.
-        cell.source = "\n".join(line for line in cell.source.split("\n") if CHECK_MARK not in line)
+        tags = cell.metadata.get("tags", [])
+        if CHECKED_TAG in tags:
+            tags.remove(CHECKED_TAG)
         cell.outputs = []
         cell.execution_count = None
     first = nb.cells[0]

@@ -310,7 +310,7 @@ def test_an_output_folder_that_is_a_file_is_refused_before_any_grading(tmp_path)
     (tmp_path / "class").mkdir()
     (tmp_path / "class" / "alice.keras").write_bytes(b"not graded")
     (tmp_path / "taken").write_text("a file\n")
-    run = subprocess.run([sys.executable, "-m", "helpers.grading", str(tmp_path / "class"),
+    run = subprocess.run([sys.executable, "-m", "grader", str(tmp_path / "class"),
                           "--out", str(tmp_path / "taken")], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "is a file; give a folder" in run.stderr
     assert not (tmp_path / "class" / "grades.csv").exists()
@@ -324,7 +324,7 @@ def test_a_private_test_set_is_built_checked_and_graded_on_whole(tmp_path, monke
     sha256 = download.sha256_file(path)
     out = capsys.readouterr().out
     assert f"of 12 images (sklearn digits, seed 5), SHA-256 {sha256}" in out
-    assert f"python -m helpers.grading SUBMISSIONS/ --url {path}" in out
+    assert f"python -m grader SUBMISSIONS/ --url {path}" in out
     # It refuses to overwrite, and says so.
     assert cli.main(["--make-test-set", str(path), "--digits", "sklearn"]) == 2
     assert "exists; choose a new name (nothing was written)" in capsys.readouterr().out
@@ -491,7 +491,7 @@ def test_the_grader_is_a_package_of_its_own_that_imports_helpers_and_never_the_r
     # The rule notebook 4 teaches stays in helpers.grading; the grader uses that one.
     for name in ("score_model", "grade", "passed", "PASS_MARK", "InvalidSubmission"):
         assert getattr(scoring, name) is getattr(grading, name)
-    # helpers names the grader in one place only: python -m helpers.grading's alias.
+    # helpers names the grader in one place only: python -m grader's alias.
     helpers_dir = Path(grading.__file__).parent
     naming = {p.name: [line for line in p.read_text().splitlines()
                        if re.search(r"^\s*(from|import) grader\b", line)]
@@ -651,7 +651,7 @@ def test_a_class_download_given_as_one_file_says_to_unzip_it(tmp_path, capsys):
     assert "submissions (1).zip is a zip archive of 3 files, 2 of them .keras files, not a model" in out
     folder = f"'{downloads}/submissions (1)'"
     assert f"python -m zipfile -e '{archive}' {folder}), then grade that folder: " \
-           f"python -m helpers.grading {folder}" in out and "model.save" not in out
+           f"python -m grader {folder}" in out and "model.save" not in out
     assert not list(downloads.glob("*.json"))  # no verdict written for it
     with zipfile.ZipFile(downloads / "model.zip", "w") as z:
         z.writestr("model.keras", b"not read")
@@ -660,3 +660,10 @@ def test_a_class_download_given_as_one_file_says_to_unzip_it(tmp_path, capsys):
     (tmp_path / "broken.ZIP").write_bytes(b"PK\x03\x04 truncated")
     assert cli.main([str(tmp_path / "broken.ZIP")]) == 2
     assert "broken.ZIP is not a model, and not a readable zip archive either" in capsys.readouterr().out
+
+
+def test_python_m_helpers_grading_still_runs_the_grader_and_says_where_it_lives():
+    run = subprocess.run([sys.executable, "-m", "helpers.grading", "--help"], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0 and "usage: python -m grader" in run.stdout, run.stdout + run.stderr
+    assert "python -m grader" in run.stderr  # where it lives now

@@ -128,7 +128,7 @@ def lambda_model(tmp_path, monkeypatch):
 def grade_cli(*args):
     """Run the grader's exact entry point in a fresh interpreter."""
     env = {**os.environ, "COURSE_QUICK": "1"}
-    return subprocess.run([sys.executable, "-m", "helpers.grading", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "grader", *map(str, args)],
                           capture_output=True, text=True, env=env, cwd=REPO_DIR, timeout=300)
 
 
@@ -734,7 +734,7 @@ def test_files_declaring_gigabytes_are_refused_quickly_within_bounded_memory(bom
     (folder / "a-plain.keras").write_bytes((bombs["weights"].parent / "plain.keras").read_bytes())
     # A safety net: were a check to stop working, the worker would otherwise allocate what the
     # file declares. With it, such a file ends as "ran out of memory" and the test fails.
-    code, peak, output, tree = graded_measured([sys.executable, "-m", "helpers.grading", str(folder),
+    code, peak, output, tree = graded_measured([sys.executable, "-m", "grader", str(folder),
                                                 "--jobs", "1", "--memory-limit", "2.5"])
     assert code == 0, output[-3000:]
     results = {Path(v["submission"]).stem: v for v in json.loads((folder / "grades.json").read_text())}
@@ -762,7 +762,7 @@ def test_a_file_that_needs_gigabytes_to_run_is_stopped_by_the_memory_limit_grade
     # The issue's file: 0.4 MB, passes every size check, took 6.7 GB to grade without a bound.
     path = bomb_files.wide_conv(tmp_path / "wide.keras", 8192)
     assert path.stat().st_size < 1 << 20
-    code, peak, output, tree = graded_measured([sys.executable, "-m", "helpers.grading", str(path),
+    code, peak, output, tree = graded_measured([sys.executable, "-m", "grader", str(path),
                                                 "--memory-limit", "1", "--json", str(tmp_path / "v.json")])
     verdict = json.loads((tmp_path / "v.json").read_text())
     assert code == 2, output[-3000:]

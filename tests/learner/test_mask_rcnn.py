@@ -45,7 +45,7 @@ def _helpers_imported_by(module):
 def test_imports_run_one_way_from_the_export_down_to_the_model():
     # The model is the reference a learner reads: it knows nothing of TF Hub, export or scoring.
     assert _helpers_imported_by("mask_rcnn") == {"download", "scenes"}
-    for below in ("detection", "standin", "scenes", "coco", "download"):
+    for below in ("detection", "scenes", "coco", "download"):
         assert not _helpers_imported_by(below) & {"mask_rcnn", "mask_rcnn_export"}, below
     assert {"mask_rcnn", "detection"} <= _helpers_imported_by("mask_rcnn_export")
     # And no circle anywhere in helpers, however long.

@@ -114,9 +114,7 @@ class FixedModel:
     def __init__(self, n_classes, table):
         self.n_classes, self.table = n_classes, table
 
-    def predict(self, images, verbose=0):
-        if hasattr(images, "element_spec"):  # a tf.data pipeline of batches, as Keras takes
-            images = np.concatenate([np.asarray(batch) for batch in images])
+    def predict_on_batch(self, images):
         labels = self.table[np.asarray(images)[:, 0, 0, 0].astype(int)]
         return np.eye(self.n_classes)[labels]
 
@@ -199,7 +197,7 @@ def test_mean_iou_metric_tracks_training_by_name():
     assert logs["mean_iou"] == pytest.approx(expected, abs=1e-6)
 
 
-def test_predict_labels_predicts_in_batches_of_an_untuned_pipeline():
+def test_predict_labels_predicts_in_batches_without_a_pipeline():
     import keras
 
     model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(3, 1, activation="softmax")])
@@ -209,9 +207,50 @@ def test_predict_labels_predicts_in_batches_of_an_untuned_pipeline():
     seen = []
 
     class Recording:
-        def predict(self, data, verbose):
-            seen.append((data.options().autotune.enabled, [len(b) for b in data]))
-            return model.predict(data, verbose=verbose)
+        def predict_on_batch(self, batch):
+            seen.append(len(batch))
+            return model.predict_on_batch(batch)
 
     np.testing.assert_array_equal(metrics.predict_labels(Recording(), x), expected)
-    assert seen == [(False, [32, 32, 6])]  # Keras' own batch size, autotuner off
+    assert seen == [32, 32, 6]  # Keras' own batch size for predict
+    with pytest.raises(ValueError, match="no images"):
+        metrics.predict_labels(Recording(), x[:0])
+
+
+# CamVid's void (11) beside 11 scored classes 0..10, and a border band inside the classes.
+def test_ignored_pixels_are_not_counted_whatever_was_predicted_there():
+    truth = np.array([[0, 0, 11], [1, 11, 1]])
+    pred = np.array([[0, 1, 0], [1, 1, 0]])
+    cm = metrics.confusion_matrix(truth, pred, 2, ignore_class=11)
+    np.testing.assert_array_equal(cm, [[1, 1], [1, 1]])  # 4 of 6 pixels counted
+    scores = metrics.segmentation_scores(truth, pred, 2, ignore_class=11)
+    np.testing.assert_allclose(scores.iou, [1 / 3, 1 / 3])  # TP/(TP+FP+FN) = 1/(1+1+1) each
+    assert scores.pixel_accuracy == pytest.approx(2 / 4)
+    with pytest.raises(ValueError, match=r"outside 0..1 or 11 \(ignored\)"):
+        metrics.confusion_matrix(np.array([[2]]), np.array([[0]]), 2, ignore_class=11)
+    with pytest.raises(ValueError, match="outside 0..1"):
+        metrics.confusion_matrix(truth, pred, 2)  # without it, 11 is an error
+
+
+def test_an_ignored_class_among_the_scored_ones_is_left_out_of_the_means():
+    # Pets: 0 pet, 1 background, 2 the border band, ignored; predicting it elsewhere is an error.
+    truth = np.array([[0, 0, 2, 1], [1, 1, 2, 0]])
+    pred = np.array([[0, 2, 2, 1], [1, 0, 0, 0]])
+    scores = metrics.segmentation_scores(truth, pred, 3, ignore_class=2)
+    # pet: TP 2, FP 1 (a background pixel), FN 1 (predicted border) -> 2/4; background: 2/3
+    np.testing.assert_allclose(scores.iou[:2], [2 / 4, 2 / 3])
+    assert np.isnan(scores.iou[2]) and np.isnan(scores.dice[2])
+    assert scores.mean_iou == pytest.approx((2 / 4 + 2 / 3) / 2)
+
+
+def test_counts_baseline_and_the_keras_metric_ignore_the_same_pixels():
+    truth = np.array([[[0, 0, 11], [1, 11, 1]], [[1, 1, 1], [11, 11, 0]]])
+    batches = [(None, t[None]) for t in truth]
+    np.testing.assert_array_equal(metrics.class_counts(batches, 2, ignore_class=11), [3, 5])
+    majority, baseline = metrics.majority_baseline(batches, batches, 2, ignore_class=11)
+    assert majority == 1 and baseline.iou[1] == pytest.approx(5 / 8) and baseline.iou[0] == 0
+    pred = np.array([[[0, 1, 0], [1, 1, 0]], [[1, 0, 1], [0, 1, 0]]])
+    metric = keras_metrics.mean_iou_metric(11, ignore_class=11)
+    metric.update_state(truth, _scores_for(pred, 11, np.random.default_rng(0)))
+    expected = metrics.segmentation_scores(truth, pred, 11, ignore_class=11).mean_iou
+    assert float(metric.result()) == pytest.approx(expected, abs=1e-6)

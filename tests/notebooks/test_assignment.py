@@ -80,7 +80,8 @@ def test_solution_only_cells_and_the_solution_title_stay_out(solution, student):
     assert not any("solution-only" in c.metadata.get("tags", []) for c in student.cells)
     assert "(solution)" in solution.cells[0].source and "(solution)" not in student.cells[0].source
     assert "solutions/" not in student.cells[0].source
-    assert all("NBVAL_CHECK_OUTPUT" not in c.source and not c.get("outputs") for c in student.cells)
+    assert all("nbval-check-output" not in c.metadata.get("tags", []) and not c.get("outputs")
+               for c in student.cells)
 
 
 def test_the_generator_raises_in_functions_and_assigns_none_outside_them():

@@ -40,7 +40,7 @@ def nb(request):
 
 def test_only_checked_cells_carry_outputs(nb):
     for cell in code_cells(nb):
-        checked = run_notebooks.CHECK_MARK in cell.source
+        checked = run_notebooks.is_checked(cell)
         assert cell.execution_count == (1 if checked else None), cell.source[:60]
         if checked:
             assert cell.outputs, f"checked cell without a committed output: {cell.source[:60]}"
@@ -100,7 +100,8 @@ def test_strip_outputs_keeps_only_checked_outputs():
     nb = nbformat.v4.new_notebook()
     plain = nbformat.v4.new_code_cell("print(1)", execution_count=3)
     plain.outputs = [nbformat.v4.new_output("stream", text="1\n")]
-    checked = nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(2)", execution_count=4)
+    checked = nbformat.v4.new_code_cell("print(2)", execution_count=4)
+    checked.metadata["tags"] = ["nbval-check-output"]
     checked.outputs = [nbformat.v4.new_output("stream", text="2\n")]
     nb.cells = [plain, checked]
     run_notebooks.strip_outputs(nb)
@@ -148,7 +149,7 @@ SHOWS_A_RESULT = re.compile(r"\bprint\(|plt\.show\(|\.summary\(|display\(|assign
 
 def test_every_cell_that_shows_a_result_has_a_what_you_should_see_line(nb):
     # ...has its expected outcome in the markdown right after it, or right after the checked
-    # cells (# NBVAL_CHECK_OUTPUT) that directly follow it; a section's closing check may have
+    # cells (tagged nbval-check-output) that directly follow it; a section's closing check may have
     # it in the "## Check" text just before it.
     missing = []
     cells = nb.cells
@@ -156,7 +157,7 @@ def test_every_cell_that_shows_a_result_has_a_what_you_should_see_line(nb):
         if cell.cell_type != "code" or cell.source.startswith("#@title") or not SHOWS_A_RESULT.search(cell.source):
             continue
         j = i + 1
-        while j < len(cells) and cells[j].cell_type == "code" and cells[j].source.startswith("# NBVAL_CHECK_OUTPUT"):
+        while j < len(cells) and cells[j].cell_type == "code" and run_notebooks.is_checked(cells[j]):
             j += 1
         after = cells[j].source if j < len(cells) and cells[j].cell_type == "markdown" else ""
         before = cells[i - 1].source if cells[i - 1].cell_type == "markdown" else ""
@@ -164,3 +165,40 @@ def test_every_cell_that_shows_a_result_has_a_what_you_should_see_line(nb):
                 before.startswith("## Check") and "What you should see" in before):
             missing.append(cell.get("id", i))
     assert not missing, f"{nb.path.name}: no 'What you should see' for cells {missing}"
+
+
+def markdown_words(nb):
+    return sum(len(c.source.split()) for c in nb.cells if c.cell_type == "markdown")
+
+
+def test_each_lesson_is_at_a_learners_length():
+    # Notebooks 1-3 and the assignment's student copy: at most 2,800 words of prose each,
+    # 10,000 in all (the original course's labs: 640-2,012 each).
+    counts = {p.name: markdown_words(nbformat.read(p, as_version=4))
+              for p in sorted(run_notebooks.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))}
+    assert len(counts) == 4
+    assert all(n <= 2800 for n in counts.values()) and sum(counts.values()) <= 10000, counts
+
+
+def test_what_you_should_see_is_one_short_line_and_every_figure_it_quotes_is_checked(nb):
+    from lessons import RANGE, WYS, expected_ranges
+
+    problems = []
+    for cell in nb.cells:
+        if cell.cell_type != "markdown" or WYS not in cell.source:
+            continue
+        for paragraph in cell.source.split("\n\n"):
+            if WYS not in paragraph:
+                continue
+            line = " ".join(paragraph.split())
+            if not line.startswith(f"**{WYS}:**") or len(line.split()) > 40:
+                problems.append(f"not one short '**{WYS}:**' line: {line[:120]}")
+            # Every decimal it quotes sits in a low–high range that the lesson test checks.
+            loose = re.findall(r"\d+\.\d+", RANGE.sub("", line))
+            if loose:
+                problems.append(f"figures outside a checked range {loose}: {line[:120]}")
+    for i, text, ranges, patterns in expected_ranges(nb):
+        if len(ranges) != len(patterns):
+            problems.append(f"cell {nb.cells[i].get('id')}: {len(ranges)} ranges, "
+                            f"{len(patterns)} 'expect' patterns")
+    assert not problems, f"{nb.path.name}:\n" + "\n".join(problems)
