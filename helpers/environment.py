@@ -344,7 +344,7 @@ def gather(notebook=""):
                 problem = import_problem(module, needed)
                 if problem:
                     import_errors[module] = problem
-        # What runs, which after an upgrade in this session is not what pip has installed.
+        # What runs, which after an upgrade in a running kernel is not what pip has installed.
         versions["TensorFlow"] = tf.__version__
     except Exception as error:
         if isinstance(error, ModuleNotFoundError) and error.name == "tensorflow":

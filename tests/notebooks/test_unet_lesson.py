@@ -153,4 +153,4 @@ def test_unet_losses_benchmark_gives_every_loss_the_same_batches_and_trains():
     assert [(r["loss"], r["seed"], r["epochs_run"], len(r["iou"])) for r in results] == [("dice", 1, 1, 3)]
     assert results[0]["cpu_s"] > 0 and len(results[0]["val_mean_iou"]) == 1
     text = unet_losses.report(results, params)
-    assert "IoU over the seeds" in text and "outline" in text
+    assert "IoU over the seeds" in text and "border ignored" in text

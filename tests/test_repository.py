@@ -1,0 +1,49 @@
+"""The repository speaks of the course, never of how it was made."""
+
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Words of a development log: work sessions, the numbers of the tasks that built the course,
+# other people's jobs. ("The test session" or a Colab session are fine; so are links to
+# upstream bug reports, whose paths read "issues/123".)
+MADE = re.compile(r"\b(this|previous|earlier|next|that|one) session\b|\bsessions? [0-9]+|"
+                  r"\b(issue|task|ticket) #?[0-9]+|engineers' (training )?jobs|"
+                  r"\bin this session\b|did not fit in the session", re.I)
+
+
+def tracked_text_files():
+    try:
+        names = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                               check=True).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout: walk it
+        names = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file()
+                 and not {".git", ".venv", "data", "executed"} & set(p.relative_to(ROOT).parts)]
+    for name in filter(None, names):
+        path = ROOT / name
+        if path.suffix in {".py", ".md", ".ipynb", ".toml", ".txt", ".yml", ".yaml", ".json",
+                           ".sh", ".cfg", ""} and path.is_file():
+            yield path
+
+
+def test_no_word_about_how_the_project_was_made():
+    found = []
+    for path in tracked_text_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        for n, line in enumerate(text.splitlines(), 1):
+            if MADE.search(line) and path.name != "test_repository.py":
+                found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()[:120]}")
+    assert not found, "\n".join(found)
+
+
+def test_the_pattern_catches_a_development_log_and_passes_the_course():
+    for log in ("measured in session 9", "not run in this session", "before issue 18",
+                "(issue 17)", "2 cores shared with five other engineers' jobs"):
+        assert MADE.search(log), log
+    for fine in ("restart the session", "the test session serves archives",
+                 "github.com/tensorflow/tensorflow/issues/123", "a Colab session"):
+        assert not MADE.search(fine), fine
