@@ -40,7 +40,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from helpers import config
+from helpers import config, environment
 from grader import limits, scoring, testset
 from grader.safety import size_text
 
@@ -48,12 +48,12 @@ TIMEOUT = 600  # seconds one submission may take
 START_TIMEOUT = 300  # seconds a worker may take to import TensorFlow (slow on a busy machine)
 RECYCLE_GROWTH_MIB = 256
 EXIT_CANNOT_GRADE = 3
-# Log lines a verdict should not carry: TensorFlow's C++ info and warning lines, its start-up
-# notes, Python-side TensorFlow warnings (retracing), and errors it logs about absent CUDA.
-_NOISE = re.compile(r"[IW]\d{4} \d\d:\d\d:|WARNING: All log messages before absl::InitializeLog|"
-                    r"To enable the following instructions|WARNING:tensorflow:|"
-                    r"E\d{4} .*(?:cuInit|cuda|CUDA|remapper failed|Unable to register cu)|"
-                    # the lines that follow the CPU allocator's out-of-memory warning
+# Log lines a verdict should not carry: TensorFlow's C++ info and warning lines, Python-side
+# TensorFlow warnings (retracing), the start-up and runtime lines the notebooks hide from
+# learners (helpers.environment's patterns, CUDA's "no GPU" lines included: workers run on the
+# CPU), and the lines that follow the CPU allocator's out-of-memory warning.
+_NOISE = re.compile(r"[IW]\d{4} \d\d:\d\d:|WARNING:tensorflow:|"
+                    f"(?:.*(?:{environment.session_noise(gpu_attached=False).pattern}))|"
                     r"If the cause is memory fragmentation|Current allocation summary follows")
 
 

@@ -21,6 +21,9 @@ CAMVID_CLASSES = (
     "sky", "building", "column/pole", "road", "side walk", "vegetation",
     "traffic light", "fence", "vehicle", "pedestrian", "bicyclist", "void",
 )
+# Void (label 11) marks unlabelled pixels: a model predicts the 11 other classes, and the loss
+# and every score leave void pixels out, as the FCN and SegNet papers' CamVid tables do.
+CAMVID_VOID = CAMVID_CLASSES.index("void")
 # Where CamVid comes from and how many frames it has: its record in the download registry.
 CAMVID_URL = download.DATASETS["camvid"].url
 CAMVID_SPLITS = download.DATASETS["camvid"].counts
@@ -205,12 +208,10 @@ def without_autotune(ds):
     """Return ``ds`` with tf.data's autotuning off, so that deleting an iterator is instant.
 
     In TensorFlow 2.21 (and 2.19, Colab's), deleting an iterator of an autotuned pipeline often
-    waits for the autotuner's next wake-up, which comes 10 ms, 30 ms, 70 ms ... 20.47 s,
-    40.95 s, 81.91 s after the iterator was made (the period doubles, up to a minute). Keras
-    makes a new iterator for every training epoch, every validation pass and every ``predict``, so each
-    of them could wait about as long again as it had run: notebook 4's quick training (3
-    epochs) took 129 s and 163 s with the autotuner, 108 s and 125 s without, with identical
-    losses (two runs of ``python -m benchmarks.iterators``). Without the autotuner,
+    waits for the autotuner's next wake-up, whose period doubles up to a minute. Keras makes a
+    new iterator for every training epoch, every validation pass and every ``predict``, so each
+    of them could wait about as long again as it had run (measured by ``python -m
+    benchmarks.iterators``; its figures are in ``benchmarks/README.md``). Without the autotuner,
     ``AUTOTUNE`` map parallelism starts, and stays, at the number of CPU cores (at most 16) and
     ``prefetch`` keeps its own buffer tuner; the elements and their order are the same.
     """

@@ -33,15 +33,13 @@ UNVERSIONED = ("importlib_resources", "pycocotools", "scipy")
 COLAB_NEEDS = {"Keras": "keras>=3.11", "tensorflow-datasets": "tensorflow-datasets>=4.9",
                "tensorflow-hub": "tensorflow-hub>=0.16", **{name: name for name in UNVERSIONED}}
 
-# Full mode on this course's 2-core CPU (benchmarks/README.md): what a learner is in for.
+# What full mode on a CPU means for each notebook, in round figures a learner can plan with; the
+# measured times (2 CPU cores) are in benchmarks/README.md, which the message points to.
 FULL_MODE_ON_CPU = {
-    "01": "up to 50 epochs of about 8 minutes each (12 s per batch of 8), then 30 more for "
-          "the FCN family (COMPARE_FAMILY): up to 11 hours",
-    "02": "an 800 MB download, then up to 5 epochs of about 100 batches of 32 (one batch took "
-          "49 s, tracing included), twice with COMPARE_LOSSES (the Dice-loss U-Net): up to about 14 hours",
+    "01": "up to 50 epochs of minutes each, then 30 more for the FCN family: about half a day",
+    "02": "an 800 MB download, then a U-Net trained twice (cross-entropy and Dice): about half a day",
     "03": "tens of seconds per image for the real Mask R-CNN: several minutes for the lab",
-    "04": "up to 30 epochs of about 4 minutes each on one CPU core (measured; nearer 3 on "
-          "two): up to 2 hours",
+    "04": "up to 30 epochs of a few minutes each: about two hours",
 }
 LONG_ON_CPU = {"01", "02", "04"}  # notebooks whose full run on a CPU is worth a GPU
 
@@ -419,7 +417,8 @@ def problems(facts):
     if not facts.quick and facts.accelerator == "CPU":
         cost = FULL_MODE_ON_CPU.get(facts.notebook)
         if facts.notebook in LONG_ON_CPU or cost is None:
-            found.append(f"Full mode on a CPU is slow: {cost or 'hours of training'} (measured on 2 cores). "
+            found.append(f"Full mode on a CPU is slow: {cost or 'hours of training'} on 2 cores "
+                         "(benchmarks/README.md has the measured times). "
                          "Use a GPU runtime (on Colab: Runtime > Change runtime type), or set "
                          "COURSE_QUICK=1 for a run of a few minutes on small generated data.")
         else:

@@ -38,7 +38,7 @@ Design choices, where this model differs from the paper's Mask R-CNN with FPN:
   edge of the last. (The TF Hub format puts 0 and 1 at the centres of the first and last
   pixel; the export converts.)
 
-Training from scratch took 426 s on 2 CPU cores (the weights' record, ``RESULTS``), and is
+Training from scratch takes minutes on 2 CPU cores (the weights' record, ``RESULTS``, has the time), and is
 deterministic. The export to the TF Hub Mask R-CNN's inputs and outputs, its cache and the
 command line that trains and scores the model are in ``helpers.mask_rcnn_export``; scoring
 any model with that signature is ``helpers.detection.evaluate``.

@@ -12,7 +12,7 @@
 - The command line trains the model from scratch and scores it through ``hub.load``, as
   notebook 3 loads it::
 
-    python -m helpers.mask_rcnn_export train     # 426 s on 2 CPU cores; writes the weights
+    python -m helpers.mask_rcnn_export train     # minutes on 2 CPU cores; writes the weights
     python -m helpers.mask_rcnn_export evaluate  # COCO mask AP on held-out test scenes
     python -m helpers.mask_rcnn_export evaluate --split validation  # to tune a recipe on
 

@@ -10,10 +10,35 @@ import numpy as np
 from helpers import metrics
 
 
-def palette(n_classes):
-    """Return ``n_classes`` distinct RGB colours as a uint8 array of shape (n, 3)."""
+# The conventional colours of street-scene classes (Cityscapes' palette, which street-scene
+# figures use, and SegNet's CamVid colour for poles), under CamVid's class names: vegetation
+# green, sky blue, road purple-grey, void black.
+CLASS_COLOURS = {
+    "sky": (70, 130, 180), "building": (70, 70, 70), "column/pole": (192, 192, 128),
+    "road": (128, 64, 128), "side walk": (244, 35, 232), "vegetation": (107, 142, 35),
+    "traffic light": (250, 170, 30), "fence": (190, 153, 153), "vehicle": (0, 0, 142),
+    "pedestrian": (220, 20, 60), "bicyclist": (119, 11, 32), "void": (0, 0, 0),
+}
+
+
+def _n_classes(classes):
+    """Return how many classes ``classes`` names: a count, or a sequence of class names."""
+    return int(classes) if isinstance(classes, (int, np.integer)) else len(classes)
+
+
+def palette(classes):
+    """Return one RGB colour per class as a uint8 array of shape (n, 3).
+
+    ``classes`` is a number of classes or their names. Names that all have a conventional
+    colour (``CLASS_COLOURS``: CamVid's) get it; otherwise the n colours are distinct ones.
+    """
     from matplotlib import colormaps
 
+    if not isinstance(classes, (int, np.integer)):
+        names = list(classes)
+        if names and all(name in CLASS_COLOURS for name in names):
+            return np.array([CLASS_COLOURS[name] for name in names], dtype=np.uint8)
+    n_classes = _n_classes(classes)
     source = colormaps["tab20"] if n_classes <= 20 else colormaps["turbo"].resampled(n_classes)
     # tab20 pairs a strong and a pale shade; take the strong ones first.
     order = list(range(0, 20, 2)) + list(range(1, 20, 2)) if n_classes <= 20 else range(n_classes)
@@ -21,15 +46,15 @@ def palette(n_classes):
     return np.round(colours * 255).astype(np.uint8)
 
 
-def colorize(label, n_classes):
-    """Turn an integer label map (H, W) into an RGB image (H, W, 3) with the course palette."""
+def colorize(label, classes):
+    """Turn an integer label map (H, W) into an RGB image (H, W, 3) with ``palette(classes)``."""
     label = np.asarray(label)
     if label.ndim == 3 and label.shape[-1] == 1:
         label = label[..., 0]
     if label.ndim != 2:
         raise ValueError(f"Expected a label map of shape (H, W), got {label.shape}.")
-    label = metrics.check_labels(label, n_classes, "label map")
-    return palette(n_classes)[label.astype(np.intp)]
+    label = metrics.check_labels(label, _n_classes(classes), "label map")
+    return palette(classes)[label.astype(np.intp)]
 
 
 def to_uint8(image):
@@ -45,32 +70,43 @@ def to_uint8(image):
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
-def overlay(image, label, n_classes, alpha=0.5):
-    """Blend the coloured label map over an RGB image; return uint8 (H, W, 3)."""
+def overlay(image, label, classes, alpha=0.5):
+    """Blend the label map, coloured by ``palette(classes)``, over an RGB image; return uint8 (H, W, 3)."""
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be between 0 (image only) and 1 (labels only), not {alpha}.")
     image = to_uint8(image)
-    colours = colorize(label, n_classes)
+    colours = colorize(label, classes)
     if image.shape != colours.shape:
         raise ValueError(f"Image {image.shape} and label {colours.shape[:2]} differ in size.")
     blended = (1 - alpha) * image.astype(np.float32) + alpha * colours.astype(np.float32)
     return np.round(blended).astype(np.uint8)
 
 
-def show_legend(class_names, ax=None):
+def show_legend(class_names, ax=None, fig=None):
     """Draw the class colours with their names, each after its label value ("3 pole"); a name
-    that is its own value (M2NIST's digits) is shown once."""
+    that is its own value (M2NIST's digits) is shown once.
+
+    With ``fig`` the legend goes below that figure's panels, part of the same picture (a figure
+    with ``layout="constrained"`` makes room for it); with ``ax`` into those axes; otherwise it
+    is a figure of its own. Return the legend.
+    """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    colours = palette(len(class_names)) / 255.0
+    colours = palette(class_names) / 255.0
+    handles = [Patch(facecolor=c, edgecolor="0.6", linewidth=0.5,  # a rim: black void on white
+                     label=n if n == str(i) else f"{i} {n}")
+               for i, (c, n) in enumerate(zip(colours, class_names))]
+    options = {"handles": handles, "ncol": min(6, len(handles)), "frameon": False, "fontsize": 9}
+    if fig is not None:
+        constrained = type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
+        if constrained:
+            return fig.legend(loc="outside lower center", **options)
+        return fig.legend(loc="lower center", bbox_to_anchor=(0.5, 0.0), **options)
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 0.6))
     ax.axis("off")
-    handles = [Patch(color=c, label=n if n == str(i) else f"{i} {n}")
-               for i, (c, n) in enumerate(zip(colours, class_names))]
-    ax.legend(handles=handles, loc="center", ncol=min(6, len(handles)), frameon=False, fontsize=8)
-    return ax
+    return ax.legend(loc="center", **options)
 
 
 def _label_map(labels):

@@ -19,13 +19,14 @@ from keras import layers
 GOOD_MODEL = Path(__file__).resolve().parent / "fixtures" / "good_m2nist_fcn.keras"
 
 
-def small_fcn(seed=0):
-    """A slim FCN-8 (any architecture may be graded; this one trains fast on 2 cores)."""
+def small_fcn(seed=0, widths=(16, 32, 64, 64, 64)):
+    """A slim FCN-8 (any architecture may be graded; this one trains fast on 2 cores), its
+    five conv blocks ``widths`` filters wide (the grading benchmark varies them)."""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((64, 84, 1))
     x = layers.ZeroPadding2D(((0, 0), (6, 6)))(inputs)
     features = []
-    for filters in (16, 32, 64, 64, 64):
+    for filters in widths:
         for _ in range(2):
             x = layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
         x = layers.BatchNormalization(momentum=0.9)(layers.MaxPooling2D()(x))

@@ -120,19 +120,6 @@ def _extent(mask):
     return rows[0] / h, cols[0] / w, rows[-1] / h, cols[-1] / w
 
 
-def scene_files(seeds=(1, 2), root=None):
-    """Write the quick-mode scenes as PNG files once; return {name: path} for notebook 3."""
-    root = Path(root) if root is not None else config.data_dir()
-    files = {}
-    for seed in seeds:
-        def write(path, seed=seed):
-            Image.fromarray(make_scene(seed).image).save(path, format="PNG")
-
-        files[f"stand-in scene {seed}"] = download.generated_archive(
-            root, f"standin-scene-{seed}.png", write)
-    return files
-
-
 def find_hues(images):
     """The stand-in's whole "model": uint8 images [1, H, W, 3] to the TF Hub model's outputs."""
     import tensorflow as tf

@@ -49,9 +49,10 @@ def test_a_missing_package_is_reported():
 
 def test_full_mode_on_a_cpu_says_how_long_and_what_to_do():
     (problem,) = environment.problems(facts(quick=False, notebook="01"))
-    assert "11 hours" in problem and "GPU runtime" in problem and "COURSE_QUICK=1" in problem
+    assert "half a day" in problem and "benchmarks/README.md" in problem
+    assert "GPU runtime" in problem and "COURSE_QUICK=1" in problem
     (problem,) = environment.problems(facts(quick=False, notebook="04"))
-    assert "2 hours" in problem and "COURSE_QUICK=1" in problem
+    assert "about two hours" in problem and "COURSE_QUICK=1" in problem
     assert "WARNING: Full mode on a CPU" in environment.report(facts(quick=False, notebook="02"))
 
 

@@ -34,13 +34,6 @@ def test_scenes_are_reproducible_and_their_instances_separate():
         standin.make_scene(0, n_vivid=8, n_faded=1)
 
 
-def test_scene_files_round_trip_losslessly(tmp_path):
-    files = standin.scene_files(seeds=(3,), root=tmp_path)
-    assert list(files) == ["stand-in scene 3"]
-    np.testing.assert_array_equal(detection.load_image(files["stand-in scene 3"])[0],
-                                  standin.make_scene(3).image)
-
-
 def test_the_stand_in_has_the_tf_hub_models_outputs(model):
     scene = standin.make_scene(0)
     outputs = model(scene.image[None])
@@ -126,21 +119,27 @@ def test_the_browser_runs_the_model_once_per_image(model):
     assert len(calls) == 2
 
 
-def test_a_stand_in_finished_by_another_process_meanwhile_is_kept(tmp_path):
+def test_a_stand_in_finished_by_another_process_meanwhile_is_kept(tmp_path, monkeypatch):
     import threading
-    import time
-
-    import tensorflow  # noqa: F401  (imported now, so the waiter reaches the lock at once)
 
     from helpers import download
 
     target = tmp_path / standin.STANDIN_NAME
     found = []
+    waiting = threading.Event()
+    lock_file = download._lock_file
+
+    def lock_file_after_saying_so(path):
+        waiting.set()  # the waiter found no stand-in and now waits for the lock
+        return lock_file(path)
+
+    monkeypatch.setattr(download, "_lock_file", lock_file_after_saying_so)
     # Hold the install lock as another process building the stand-in would.
     with download.install_lock(target):
+        waiting.clear()  # set by this thread's own lock just above
         waiter = threading.Thread(target=lambda: found.append(standin.standin_model_dir(tmp_path)))
         waiter.start()
-        time.sleep(0.5)  # let it find no stand-in and wait for the lock
+        assert waiting.wait(timeout=120), "the waiter never reached the lock"
         target.mkdir()
         (target / "saved_model.pb").write_bytes(b"built by the other process")
         (target / ".complete").write_text("done\n")
