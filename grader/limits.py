@@ -5,6 +5,11 @@ caps its own memory with ``limit_memory`` before it imports TensorFlow. The cap 
 ``RLIMIT_DATA``: the process's private writable memory (heap, mmap'd arrays, TensorFlow's
 allocations), not address space reserved and never used. Linux enforces it; elsewhere only
 the time limit holds.
+
+The process's memory is read from ``/proc`` rather than with ``psutil``: the verdicts need the
+data memory that ``RLIMIT_DATA`` counts (``VmData``), the peak resident memory (``VmHWM``) and
+resetting that peak between files (``/proc/self/clear_refs``), which psutil does not give on
+Linux; elsewhere these read as unknown and only the time limit holds.
 """
 
 import os

@@ -284,7 +284,6 @@ def pets_data_dir(quick=None, data_dir=None):
 
 def prepare_quick_pets(data_dir):
     """Prepare tfds' ``oxford_iiit_pet`` in ``data_dir`` from generated pets, unless it is there."""
-    builder = tfds.builder("oxford_iiit_pet", data_dir=str(data_dir))
     seeds = {"train": 1, "test": 2}
 
     def examples(split):
@@ -292,8 +291,15 @@ def prepare_quick_pets(data_dir):
             yield i, {**example, "head_bbox": tfds.features.BBox(*example["head_bbox"])}
 
     # tfds' own builder encodes, shards and describes the dataset exactly as for the real
-    # download; only the examples come from the generator instead of the Oxford archives.
-    builder._split_generators = lambda dl_manager: {split: examples(split) for split in seeds}
+    # download; a subclass (tfds' way to write a dataset: its splits' generators) takes its
+    # examples from the generator instead of the Oxford archives, under the same name.
+    class GeneratedPets(tfds.builder_cls("oxford_iiit_pet"), skip_registration=True):
+        name = "oxford_iiit_pet"
+
+        def _split_generators(self, dl_manager):
+            return {split: examples(split) for split in seeds}
+
+    builder = GeneratedPets(data_dir=str(data_dir))
     # Two kernels preparing at once would race on tfds' final rename: take turns.
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     with download.install_lock(Path(data_dir) / "oxford_iiit_pet"):

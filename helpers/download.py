@@ -3,6 +3,15 @@
 Every step works on temporary paths and renames only after validation, so a failed,
 partial or corrupt download never leaves anything in the cache that a later run would
 trust. Used by every notebook that downloads data (first taught in notebook 1).
+
+Why not ``pooch`` (or ``keras.utils.get_file``) with ``filelock``: they fetch, cache and check
+a known hash, but the course needs more than that, and each is tested here: an archive whose
+hash cannot be pinned (a mirror's copy) is validated by its structure (folders, frame/label
+pairs, label values) before it is trusted; hostile archives are refused before extraction
+(absolute paths, ``..``, links, too many bytes unpacked); nothing is half-installed (staging
+folders renamed into place under a lock that another process's reader never sees removed);
+a cached archive changed since it was validated is noticed by its recorded hash; and the cache
+remembers which mirror it came from, so pointing a dataset at another one fetches that one.
 """
 
 import contextlib

@@ -88,7 +88,7 @@ def show_legend(class_names, ax=None, fig=None):
 
     With ``fig`` the legend goes below that figure's panels, part of the same picture (a figure
     with ``layout="constrained"`` makes room for it); with ``ax`` into those axes; otherwise it
-    is a figure of its own. Return the legend.
+    is a figure of its own. Return the figure or axes that holds it.
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
@@ -100,13 +100,13 @@ def show_legend(class_names, ax=None, fig=None):
     options = {"handles": handles, "ncol": min(6, len(handles)), "frameon": False, "fontsize": 9}
     if fig is not None:
         constrained = type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
-        if constrained:
-            return fig.legend(loc="outside lower center", **options)
-        return fig.legend(loc="lower center", bbox_to_anchor=(0.5, 0.0), **options)
+        fig.legend(loc="outside lower center" if constrained else "lower center", **options)
+        return fig
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 0.6))
     ax.axis("off")
-    return ax.legend(loc="center", **options)
+    ax.legend(loc="center", **options)
+    return ax
 
 
 def _label_map(labels):
@@ -115,45 +115,61 @@ def _label_map(labels):
     return labels[..., 0] if labels.ndim == 3 and labels.shape[-1] == 1 else labels
 
 
-def panels_figure(image, prediction, truth, class_names, title=None):
+def panels_figure(image, prediction, truth, class_names, title=None, ignore_class=None,
+                  legend=False):
     """Draw image | prediction | ground truth with this image's mean IoU and Dice; return (figure, scores).
 
     With ``prediction=None`` (looking at the data, before there is a model) it draws
-    image | ground truth and returns no scores.
+    image | ground truth and returns no scores. Pixels whose truth is ``ignore_class`` (CamVid's
+    void) are drawn but not scored. With ``legend`` the class colours are named below the panels.
     """
     import matplotlib.pyplot as plt
 
-    n_classes = len(class_names)
     truth = _label_map(truth)
     panels = [("image", to_uint8(image))]
     if prediction is not None:
         prediction = _label_map(prediction)
-        panels.append(("prediction", colorize(prediction, n_classes)))
-    panels.append(("ground truth", colorize(truth, n_classes)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4))
+        panels.append(("prediction", colorize(prediction, class_names)))
+    panels.append(("ground truth", colorize(truth, class_names)))
+    # Sized to the pictures, in inches, so no blank band opens above or below them.
+    width, gap, side = 3.6, 0.2, 0.1
+    height = width * truth.shape[0] / truth.shape[1]
+    top = 0.75 if title or prediction is not None else 0.35  # the figure's title, the panels'
+    footer = 0.35 if prediction is not None else 0.05
+    rows = -(-len(class_names) // 6) if legend else 0
+    bottom = footer + 0.27 * rows + (0.1 if legend else 0)
+    fig_width = len(panels) * width + (len(panels) - 1) * gap + 2 * side
+    fig_height = top + height + bottom
+    fig, axes = plt.subplots(1, len(panels), figsize=(fig_width, fig_height))
+    fig.subplots_adjust(left=side / fig_width, right=1 - side / fig_width, wspace=gap / width,
+                        top=1 - top / fig_height, bottom=bottom / fig_height)
     for ax, (name, picture) in zip(axes, panels):
         ax.imshow(picture)
         ax.set_title(name)
         ax.axis("off")
+    if legend:
+        show_legend(class_names, fig=fig)
     if prediction is None:
         if title:
-            fig.suptitle(title)
+            fig.suptitle(title, y=1 - 0.05 / fig_height, va="top")
         return fig, None
-    scores = metrics.segmentation_scores(truth, prediction, n_classes)
+    scores = metrics.segmentation_scores(truth, prediction, len(class_names), ignore_class)
     heading = f"mean IoU {scores.mean_iou:.3f}, mean Dice {scores.mean_dice:.3f}"
-    fig.suptitle(f"{title}: {heading}" if title else heading)
+    fig.suptitle(f"{title}: {heading}" if title else heading, y=1 - 0.05 / fig_height, va="top")
     # "name: IoU", so that a class named by a number (M2NIST's "2") reads apart from its score.
     worst = [f"{class_names[c]}: {scores.iou[c]:.2f}" for c in np.argsort(scores.iou)
              if np.isfinite(scores.iou[c])][:3]
-    fig.text(0.5, 0.02, "lowest IoU: " + ", ".join(worst), ha="center", fontsize=9)
+    fig.text(0.5, (bottom - footer / 2) / fig_height, "lowest IoU: " + ", ".join(worst),
+             ha="center", va="center", fontsize=9)
     return fig, scores
 
 
-def show_panels(image, prediction, truth, class_names, title=None):
+def show_panels(image, prediction, truth, class_names, title=None, ignore_class=None,
+                legend=False):
     """Show image | prediction | ground truth, titled with this image's mean IoU and Dice (see ``panels_figure``)."""
     import matplotlib.pyplot as plt
 
-    _, scores = panels_figure(image, prediction, truth, class_names, title)
+    _, scores = panels_figure(image, prediction, truth, class_names, title, ignore_class, legend)
     plt.show()
     return scores
 
@@ -222,6 +238,10 @@ def show_detections(image, detections, label_map=None, ax=None, title=None, alph
     return ax
 
 
+# What Keras logs a metric as -> the title of its curves.
+HISTORY_TITLES = {"loss": "loss", "accuracy": "pixel accuracy", "mean_iou": "mean IoU"}
+
+
 def plot_history(history, metric_names=("loss", "accuracy")):
     """Plot training and validation curves from a Keras History (or its ``.history`` dict)."""
     import matplotlib.pyplot as plt
@@ -231,7 +251,8 @@ def plot_history(history, metric_names=("loss", "accuracy")):
     names = [n for n in metric_names if n in logs]
     if not names:
         raise ValueError(f"None of {list(metric_names)} was logged; the history has {list(logs)}.")
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False,
+                             layout="constrained")
     for ax, name in zip(axes[0], names):
         epochs = np.arange(1, len(logs[name]) + 1)
         ax.plot(epochs, logs[name], "o-", label="training")
@@ -239,13 +260,13 @@ def plot_history(history, metric_names=("loss", "accuracy")):
             ax.plot(epochs, logs[f"val_{name}"], "o-", label="validation")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
-        ax.set_title(name)
+        ax.set_title(HISTORY_TITLES.get(name, name.replace("_", " ")))  # words, not code names
         ax.legend()
     plt.show()
 
 
-def prediction_browser(images, predictions, truths, class_names):
-    """Return a slider widget that shows the panels of the chosen image."""
+def prediction_browser(images, predictions, truths, class_names, ignore_class=None, legend=False):
+    """Return a slider widget that shows the panels of the chosen image (see ``panels_figure``)."""
     import ipywidgets as widgets
 
     if not len(images) == len(predictions) == len(truths) > 0:
@@ -261,7 +282,8 @@ def prediction_browser(images, predictions, truths, class_names):
     def update(_=None):
         index = slider.value
         fig, _ = panels_figure(images[index], predictions[index], truths[index], class_names,
-                               title=f"test image {index}")
+                               title=f"test image {index}", ignore_class=ignore_class,
+                               legend=legend)
         picture.value = figure_png(fig)
 
     slider.observe(update, "value")
@@ -374,7 +396,6 @@ def crops_figure(image, truth, predictions, class_names, box, title=None):
             or left + width > truth.shape[1]:
         raise ValueError(f"The box {tuple(box)} (top, left, height, width) does not fit in the "
                          f"{truth.shape[0]}x{truth.shape[1]} frame.")
-    n_classes = len(class_names)
     crop = (slice(top, top + height), slice(left, left + width))
     panels = [("ground truth", truth)] + [(name, _label_map(p)) for name, p in predictions.items()]
     fig = plt.figure(figsize=(3.2 * (len(panels) + 1), 3.2))
@@ -387,7 +408,7 @@ def crops_figure(image, truth, predictions, class_names, box, title=None):
     ax.axis("off")
     for column, (name, labels) in enumerate(panels, start=1):
         ax = fig.add_subplot(grid[0, column])
-        ax.imshow(colorize(labels, n_classes)[crop], interpolation="nearest")
+        ax.imshow(colorize(labels, class_names)[crop], interpolation="nearest")
         ax.set_title(name)
         ax.axis("off")
     show_legend(class_names, ax=fig.add_subplot(grid[1, :]))

@@ -216,7 +216,7 @@ def test_a_large_generated_set_places_digits_as_m2nist_does():
     # Digits in MNIST's class proportions (M2NIST drew from MNIST's digits; the file holds 500
     # of each): sqrt(.1 x .9 / 20500 instances) = .0021; 4 x = .0084, + .002 for stray pieces
     # counted as instances = .0105. Drawn uniformly, the 1s would be .0124 off (.1 for .1124).
-    expected = np.array(synthetic.MNIST_TRAIN_COUNTS) / sum(synthetic.MNIST_TRAIN_COUNTS)
+    expected = np.array([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]) / 60000
     assert np.abs(np.array(got["digit_shares"]) - expected).max() < 0.0105
     # Centres, x: mean 15.3 / sqrt(10255) = .151 x 1.225 = .185; 4 x = .74 + .05 = .8;
     # sd 15.3 / sqrt(20510) = .107 x 1.225 = .131; 4 x = .52 + .05 = .6.
