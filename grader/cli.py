@@ -29,7 +29,8 @@ def _parser():
                "0 pass, 1 fail, 2 invalid submission, an empty or refused folder (a Moodle "
                "team download without --moodle-teams) or a wrong command line (a folder: 0 "
                "once every file has a verdict), 3 cannot grade at all (no test data, or "
-               "Keras older than 3.11).")
+               "Keras older than 3.11). A Gradescope autograder: python -m grader gradescope "
+               "--help.")
     parser.add_argument("target", nargs="?", help="a .keras file, or a folder of submissions")
     parser.add_argument("--json", help="where to write the JSON verdict (default: beside the "
                                        "model as MODEL.grade.json, or grades.json in --out)")
@@ -76,9 +77,11 @@ def _parser():
     private.add_argument("--count", type=int, default=testset.DEFAULT_COUNT,
                          help=f"its number of images (default {testset.DEFAULT_COUNT})")
     private.add_argument("--seed", type=int, help="its random seed (default: a new one)")
-    private.add_argument("--digits", choices=["mnist", "sklearn"],
-                         help="its handwritten digits: MNIST (downloaded) or scikit-learn's "
-                              "(offline); default: MNIST when it can be downloaded")
+    private.add_argument("--digits", choices=["mnist", "sklearn"], default="mnist",
+                         help="its handwritten digits: real MNIST digits placed as M2NIST "
+                              "places them (default; offline), or 'sklearn': a PRACTICE set of "
+                              "scikit-learn's 8x8 digits, which grades models far lower than "
+                              "M2NIST does and is marked as practice in every verdict")
     return parser
 
 
@@ -90,7 +93,9 @@ def make_test_set(args):
     except (FileExistsError, ValueError, DataError, OSError) as e:
         print(f"No test set written: {e}")
         return 2
-    print(f"Wrote {path}: a private M2NIST-format test set of {args.count} images "
+    kind = ("a PRACTICE test set (scikit-learn's 8x8 digits: NOT M2NIST's exam; models grade "
+            "far lower on it)" if digits != "mnist" else "a private M2NIST-format test set")
+    print(f"Wrote {path}: {kind} of {args.count} images "
           f"({digits} digits, seed {seed}), SHA-256 {sha256_file(path)}.\n"
           f"Keep it away from learners. Grade a class on every one of its images with:\n"
           f"  python -m grader SUBMISSIONS/ --url {path}")
@@ -129,6 +134,11 @@ def _checked_before_loading(path, name):
 
 def main(argv=None):
     """Grade a .keras file or a folder of them, or write a private test set; return the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["gradescope"]:  # a subcommand; a folder so named is graded as ./gradescope
+        from grader import gradescope
+
+        return gradescope.bundle_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.make_test_set:

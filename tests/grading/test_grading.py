@@ -802,9 +802,9 @@ def test_one_file_is_graded_in_a_worker_with_both_limits(untrained_model, tmp_pa
 
 @pytest.fixture(scope="module")
 def private_test_set(tmp_path_factory):
-    """A private test set of 20 images, built as an instructor would (offline digits)."""
+    """A private test set of 20 images, built as an instructor would."""
     path = tmp_path_factory.mktemp("private") / "private-test.zip"
-    testset.make_private_test_set(path, count=20, seed=7, digits="sklearn")
+    testset.make_private_test_set(path, count=20, seed=7)
     return path
 
 
