@@ -14,4 +14,6 @@ its workers do. See ``grader/README.md``.
 - ``identity``: whose file it is, from Canvas, Moodle or plain folder names.
 - ``tables``: the full table, the per-student and LMS tables, the feedback files.
 - ``cli``: the command line.
+- ``gradescope``: the Gradescope autograder bundle, and the grading it runs there;
+  ``classroom``: the steps of a GitHub Classroom workflow (templates in ``classroom/``).
 """
