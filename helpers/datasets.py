@@ -259,7 +259,9 @@ def make_dataset(pairs, size, batch_size, shuffle=False, augment=False, seed=0, 
 
 
 # Oxford-IIIT Pets (notebook 2), through tensorflow-datasets.
-PETS_CLASSES = ("pet", "background", "outline")
+# The trimap's classes 1, 2, 3, less 1. The third is the annotators' "not classified" band along
+# every edge: their uncertainty, not an object (notebook 2 scores pet and background without it).
+PETS_CLASSES = ("pet", "background", "border (not classified)")
 PETS_QUICK_SPLITS = {"train": 192, "test": 48}
 
 
