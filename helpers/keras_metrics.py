@@ -26,7 +26,7 @@ def mean_iou_metric(n_classes, name="mean_iou", ignore_class=None):
 def dice_loss(y_true, y_pred, smooth=1.0):
     """Return the soft Dice loss of a batch: 1 - the mean over classes of each class's soft Dice.
 
-    Taught in notebook 2, where it helps the pets' thin outline class. ``y_true`` holds class
+    Taught in notebook 2, beside cross-entropy on the pets' three classes. ``y_true`` holds class
     ids, (batch, H, W) or (batch, H, W, 1); ``y_pred`` per-pixel class probabilities (batch, H,
     W, C), a softmax output. Each class's soft Dice is ``dice_per_class`` with probabilities in
     place of counts, over all pixels of the batch together:

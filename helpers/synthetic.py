@@ -210,7 +210,7 @@ def pet_example(rng, index):
     image[pet] = fur + rng.normal(0, 14, (pet.sum(), 3))
     image = np.clip(image * rng.uniform(0.85, 1.15), 0, 255).astype(np.uint8)
 
-    # Trimap: 1 pet, 2 background, 3 a thin outline band on the boundary.
+    # Trimap: 1 pet, 2 background, 3 the "not classified" band along the boundary.
     grown = np.asarray(shape.filter(ImageFilter.MaxFilter(5)), bool)
     shrunk = np.asarray(shape.filter(ImageFilter.MinFilter(3)), bool)
     mask = np.where(pet, 1, 2).astype(np.uint8)
