@@ -7,7 +7,8 @@
 Trains notebook 1's own ``fcn`` (pulled out of the notebook) on the quick-mode CamVid data, as
 the notebook does in quick mode: its parameters cell's quick defaults (image size, batch, epochs,
 learning rate, conv6/7 width, random VGG-16 weights, flips), its split and seeds, Adam on sparse
-cross-entropy with early stopping on the validation mean IoU restoring the best weights. For
+cross-entropy with early stopping on the validation mean IoU restoring the best weights; void
+(label 11) is left out of the loss and the scores, and the 11 other classes are scored. For
 each seed, variant and initialisation of the ``Conv2DTranspose`` layers — ``bilinear``
 (``helpers.models.init_bilinear``, the notebook's default) or ``default`` (Keras' Glorot-uniform)
 — it reports the test mean IoU, pixel accuracy, the IoU of the thin classes and the training
@@ -51,7 +52,8 @@ def run(fcn, variant, init, params, data):
     from helpers import datasets, keras_metrics, metrics, models
 
     train_ds, val_ds, test_ds = data
-    n_classes = len(datasets.CAMVID_CLASSES)
+    void = datasets.CAMVID_VOID
+    n_classes = len(datasets.CAMVID_CLASSES) - 1  # void is not predicted
     keras.utils.set_random_seed(params["SEED"])  # as the notebook's make_fcn()
     encoder = models.vgg16_encoder((*params["IMAGE_SIZE"], 3), weights=params["ENCODER_WEIGHTS"])
     model = fcn(encoder, n_classes, variant, params["FC_FILTERS"])
@@ -62,15 +64,16 @@ def run(fcn, variant, init, params, data):
         initial_learning_rate=params["LEARNING_RATE"] / 10, warmup_target=params["LEARNING_RATE"],
         warmup_steps=warmup * steps, decay_steps=max(1, (epochs - warmup) * steps),
         alpha=params["FINAL_LR_FRACTION"])
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy", keras_metrics.mean_iou_metric(n_classes)])
+    model.compile(optimizer=keras.optimizers.Adam(schedule),
+                  loss=keras.losses.SparseCategoricalCrossentropy(ignore_class=void),
+                  metrics=[keras_metrics.mean_iou_metric(n_classes, ignore_class=void)])
     model.optimizer.build(model.trainable_variables)  # as the notebook: fit traces its step once
     stop = keras.callbacks.EarlyStopping(monitor="val_mean_iou", mode="max",
                                          patience=params["PATIENCE"], restore_best_weights=True)
     start = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[stop], verbose=0)
     train_s = time.perf_counter() - start
-    scores = metrics.evaluate_dataset(model, test_ds, n_classes)
+    scores = metrics.evaluate_dataset(model, test_ds, n_classes, ignore_class=void)
     thin = {name: float(scores.iou[datasets.CAMVID_CLASSES.index(name)]) for name in THIN}
     return {"variant": variant, "init": init, "seed": params["SEED"], "mean_iou": scores.mean_iou,
             "pixel_accuracy": scores.pixel_accuracy, "thin_iou": thin,

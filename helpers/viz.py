@@ -134,10 +134,10 @@ def panels_figure(image, prediction, truth, class_names, title=None, ignore_clas
     # Sized to the pictures, in inches, so no blank band opens above or below them.
     width, gap, side = 3.6, 0.2, 0.1
     height = width * truth.shape[0] / truth.shape[1]
-    top = 0.75 if title or prediction is not None else 0.35  # the figure's title, the panels'
-    footer = 0.35 if prediction is not None else 0.05
+    top = 0.65 if title or prediction is not None else 0.35  # the figure's title, the panels'
+    footer = 0.3 if prediction is not None else 0.05
     rows = -(-len(class_names) // 6) if legend else 0
-    bottom = footer + 0.27 * rows + (0.1 if legend else 0)
+    bottom = footer + 0.22 * rows + (0.08 if legend else 0)
     fig_width = len(panels) * width + (len(panels) - 1) * gap + 2 * side
     fig_height = top + height + bottom
     fig, axes = plt.subplots(1, len(panels), figsize=(fig_width, fig_height))
@@ -187,14 +187,31 @@ def figure_png(fig):
 
 
 def instance_colours(n):
-    """Return n distinct RGB uint8 colours, one per detected instance."""
-    return palette(max(n, 1))[:n]
+    """Return n distinct RGB uint8 colours, one per detected instance.
+
+    Matplotlib's tab10 without its grey (instances are drawn over a greyed image), then
+    tab20's paler shades, repeated when there are more instances than colours.
+    """
+    from matplotlib import colormaps
+
+    strong = [colormaps["tab10"](i)[:3] for i in range(10) if i != 7]
+    pale = [colormaps["tab20"](i)[:3] for i in range(1, 20, 2) if i != 15]
+    colours = np.array((strong + pale) * (n // 18 + 1))[:n].reshape(-1, 3)
+    return np.round(colours * 255).astype(np.uint8)
 
 
-def annotate(image, detections, alpha=0.5, thickness=None):
+def _greyed(image):
+    """The image's brightness as a light grey RGB image, so colours drawn over it stand out."""
+    grey = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.repeat((96 + 0.6 * grey)[..., None], 3, axis=-1)
+
+
+def annotate(image, detections, alpha=0.5, thickness=None, grey=False, boxes=True):
     """Return a uint8 copy of the image with coloured, semi-transparent masks and box outlines.
 
     ``detections`` is a ``detection.Detections``: full-image masks, boxes, names and scores.
+    With ``grey=True`` the image is greyed first, so that a mask's colour is never mixed
+    with an object's own; ``boxes=False`` leaves the box outlines out.
     """
     image = np.asarray(image)
     if image.ndim == 4 and image.shape[0] == 1:
@@ -205,11 +222,11 @@ def annotate(image, detections, alpha=0.5, thickness=None):
                          "differ in size.")
     height, width = image.shape[:2]
     thickness = thickness or max(1, round(min(height, width) / 250))
-    out = image.astype(np.float32)
+    out = _greyed(image) if grey else image.astype(np.float32)
     colours = instance_colours(len(detections)).astype(np.float32)
     for mask, colour in zip(detections.masks, colours):
         out[mask] = (1 - alpha) * out[mask] + alpha * colour
-    for (top, left, bottom, right), colour in zip(detections.pixel_boxes(), colours):
+    for (top, left, bottom, right), colour in zip(detections.pixel_boxes() if boxes else [], colours):
         top, bottom = np.clip([top, bottom], 0, height - 1)
         left, right = np.clip([left, right], 0, width - 1)
         t = thickness
@@ -220,19 +237,30 @@ def annotate(image, detections, alpha=0.5, thickness=None):
     return np.round(out).astype(np.uint8)
 
 
-def show_detections(image, detections, label_map=None, ax=None, title=None, alpha=0.5):
-    """Draw the annotated image with each detection's class name and score; return the axes."""
+def show_detections(image, detections, label_map=None, ax=None, title=None, alpha=0.4):
+    """Draw each detection over the greyed image; return the axes.
+
+    Each instance gets its own colour: its mask filled (``alpha``) and outlined, its box
+    dashed, and a label with its class name and score. The image is shown in grey so that
+    a mask's extent reads the same over any object's colour.
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 7))
-    ax.imshow(annotate(image, detections, alpha))
+    ax.imshow(annotate(image, detections, alpha, grey=True, boxes=False))
     colours = instance_colours(len(detections)) / 255.0
-    for name, score, (top, left, _, _), colour in zip(detections.names(label_map),
-                                                      detections.scores,
-                                                      detections.pixel_boxes(), colours):
-        ax.text(left, top, f"{name} {score:.0%}", fontsize=9, color="white", va="bottom",
-                bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "edgecolor": "none"})
+    width = max(1.0, min(detections.masks.shape[1:]) / 200)  # thicker lines on bigger images
+    for name, score, mask, (top, left, bottom, right), colour in zip(
+            detections.names(label_map), detections.scores, detections.masks,
+            detections.pixel_boxes(), colours):
+        if mask.any() and not mask.all():
+            ax.contour(mask.astype(np.float32), levels=[0.5], colors=[colour], linewidths=1.8 * width)
+        ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1, fill=False,
+                               edgecolor=colour, linewidth=width, linestyle=(0, (4, 2))))
+        ax.text(left - 0.5, top - 0.5, f"{name} {score:.0%}", fontsize=9, color="white", va="bottom",
+                bbox={"facecolor": colour, "alpha": 0.85, "pad": 1, "edgecolor": "none"})
     ax.set_title(title or f"{len(detections)} detection(s)")
     ax.axis("off")
     return ax

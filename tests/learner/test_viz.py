@@ -94,7 +94,7 @@ def test_show_panels_accepts_masks_with_a_channel_axis():
 def test_plot_history_draws_one_axis_per_metric_with_validation_curves():
     viz.plot_history({"loss": [2, 1], "val_loss": [3, 2], "accuracy": [0.1, 0.5]})
     axes = plt.gcf().axes
-    assert [ax.get_title() for ax in axes] == ["loss", "accuracy"]
+    assert [ax.get_title() for ax in axes] == ["loss", "pixel accuracy"]  # words, not code names
     assert len(axes[0].lines) == 2 and len(axes[1].lines) == 1
     # Epochs are whole numbers: the ticks of a 2-epoch run are 1 and 2, not 1.2, 1.4, ...
     ticks = [t for t in axes[0].get_xticks() if 1 <= t <= 2]
@@ -173,4 +173,42 @@ def test_show_legend_names_each_colour_once():
     names = tuple(str(d) for d in range(10)) + ("background",)
     texts = [t.get_text() for t in viz.show_legend(names).get_legend().get_texts()]
     assert texts == [str(d) for d in range(10)] + ["10 background"]
+    plt.close("all")
+
+
+def test_camvid_classes_get_their_conventional_colours():
+    from helpers import datasets
+
+    names = datasets.CAMVID_CLASSES
+    colours = viz.palette(names).astype(int)
+    assert colours.shape == (12, 3) and len({tuple(c) for c in colours}) == 12
+    red, green, blue = colours[names.index("vegetation")]
+    assert green > red and green > blue  # vegetation green, not brown
+    red, green, blue = colours[names.index("sky")]
+    assert blue > red and blue > green
+    red, green, blue = colours[names.index("road")]
+    assert red > green and blue > green  # purple-grey
+    assert not colours[names.index("void")].any()  # black
+    # Names without a conventional colour keep the distinct colours of palette(n).
+    np.testing.assert_array_equal(viz.palette(["a", "sky"]), viz.palette(2))
+    label = np.array([[0, 5], [11, 3]])
+    np.testing.assert_array_equal(viz.colorize(label, names)[0, 1], colours[5])
+    np.testing.assert_array_equal(viz.overlay(np.zeros((2, 2, 3)), label, names, alpha=1.0),
+                                  viz.colorize(label, names))
+
+
+def test_show_panels_leaves_ignored_pixels_out_and_names_the_colours_below():
+    truth = np.zeros((6, 8), int)
+    truth[3:] = 1
+    truth[5] = 2  # "void"
+    prediction = np.zeros((6, 8), int)
+    prediction[3:] = 1  # right everywhere but void, where nothing can be right
+    scores = viz.show_panels(np.zeros((6, 8, 3)), prediction, truth, ["a", "b", "void"],
+                             title="x", ignore_class=2, legend=True)
+    assert scores.mean_iou == 1.0 and np.isnan(scores.iou[2])
+    figure = plt.gcf()
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["0 a", "1 b", "2 void"]
+    # The figure is sized to its pictures: their height takes most of it, no blank band.
+    panel = figure.axes[0].get_window_extent()
+    assert panel.height > 0.55 * figure.bbox.height
     plt.close("all")

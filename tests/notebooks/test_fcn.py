@@ -14,7 +14,7 @@ from keras import layers  # noqa: E402
 from helpers import models, viz  # noqa: E402
 from maintainer import notebook_code
 
-N_CLASSES = 12
+N_CLASSES = 11  # CamVid's classes; void (label 11) is not predicted
 SIZE = (64, 96)
 # variant -> (the pooling layers whose scores are added, the stride of the last upsampling)
 FAMILY = {"32s": ([], 32), "16s": (["pool4"], 16), "8s": (["pool4", "pool3"], 8)}
