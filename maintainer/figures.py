@@ -364,9 +364,37 @@ def describe_mask_rcnn():
                 **{key: inspect.signature(m.SmallMaskRCNN.proposals).parameters[key].default
                    for key in ("pre_nms", "post_nms", "iou_threshold")}},
         "box_head": {**_head(model.box_head), "level": m.BOX_LEVEL.upper()},
-        "mask_head": {**_head(model.mask_head), "level": m.MASK_LEVEL.upper()},
+        # The box head's second NMS, per class, with detect()'s defaults: the final detections.
+        "detections": {key: inspect.signature(type(model).detect).parameters[key].default
+                       for key in ("iou_threshold", "score_threshold")},
+        "mask_head": {**_head(model.mask_head), "level": m.MASK_LEVEL.upper(), "boxes": _mask_head_boxes(model)},
         "mask_size": m.MASK_SIZE, "max_detections": m.MAX_DETECTIONS,
     }
+
+
+def _mask_head_boxes(model):
+    """Which boxes ``detect`` gives the mask head: "detections" (after the box head and its NMS)
+    or "proposals" (the RPN's), read off the source of ``detect``."""
+    import ast
+    import textwrap
+
+    (function,) = ast.parse(textwrap.dedent(inspect.getsource(type(model).detect))).body
+    made = {}  # a name -> the function whose call last assigned it
+    for statement in function.body:
+        for call in (n for n in ast.walk(statement) if isinstance(n, ast.Call)):
+            if ast.unparse(call.func) == "self.mask_logits" and len(call.args) == 2:
+                producer = made.get(ast.unparse(call.args[1]), "")
+                if "non_max_suppression" in producer:
+                    return "detections"
+                if producer == "self.proposals":
+                    return "proposals"
+                raise ValueError(f"detect() gives the mask head boxes made by {producer or 'no call it names'}")
+        if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Call):
+            for target in statement.targets:
+                for name in target.elts if isinstance(target, ast.Tuple) else [target]:
+                    if isinstance(name, ast.Name):
+                        made[name.id] = ast.unparse(statement.value.func)
+    raise ValueError("detect() never calls self.mask_logits(features, boxes)")
 
 
 def _named_outputs(model, outputs):
@@ -634,8 +662,13 @@ def _outputs_text(outputs):
 
 
 def draw_mask_rcnn(description):
-    """The two stages: backbone and pyramid, RPN and proposals; then RoIAlign and the two heads."""
-    width, height = 9.8, 6.2
+    """The stages in the order ``detect`` runs them: backbone and pyramid, RPN and proposals (top);
+    RoIAlign, the box head and its NMS, the final detections (middle); RoIAlign of the final
+    boxes and the mask head (bottom)."""
+    if description["mask_head"]["boxes"] != "detections":
+        raise ValueError("the figure draws the mask head on the final detections, as detect() ran when "
+                         f"it was drawn; detect() now gives it the {description['mask_head']['boxes']}")
+    width, height = 9.8, 7.0
     fig, ax = _canvas(width, height)
     d = description
     _label(ax, width / 2, height - 0.22, "The small Mask R-CNN of notebook 3 (helpers.mask_rcnn.SmallMaskRCNN)",
@@ -684,39 +717,59 @@ def draw_mask_rcnn(description):
                                    ("deltas; non-max suppression", "note"),
                                    (f"(IoU {rpn['iou_threshold']:g}) keeps up to {rpn['post_nms']}", "note"),
                                    (f"boxes {rpn['post_nms']}\u00d74", "body")], COLOURS["score"])
-    # Stage 2 (bottom row): RoIAlign crops each box from the pyramid; the heads read the crops.
-    box, mask = d["box_head"], d["mask_head"]
-    ya, yb, ym, xh, hw = 1.9, 2.27, 1.25, 6.05, 2.6
-    top = ya + 0.5
-    _box(ax, 3.3, ya, 1.96, 1.0, [("RoIAlign", "title"), ("a fixed-size crop per box", "note"),
-                                   (f"box head: {_shape_text(box['input'])} of {box['level']}", "body"),
-                                   (f"mask head: {_shape_text(mask['input'])} of {mask['level']}", "body")],
-         COLOURS["join"])
-    # The crops come from the heads' own levels: a line from each of those boxes' right edges
-    # joins one down to RoIAlign (crossing the RPN's arrow from P3, which it does not read).
-    pyramid_bottom = row[max(rows[lv["shape"][0]] for lv in d["pyramid"])] - bh / 2
-    read = [row[rows[lv["shape"][0]]] for lv in d["pyramid"] if lv["name"] in (box["level"], mask["level"])]
-    bus, turn = xp + pw / 2 + 0.2, (pyramid_bottom + top) / 2 + 0.1
-    for y in read:
-        ax.plot([xp + pw / 2, bus], [y, y], color=COLOURS["note"], linewidth=1.2, zorder=1)
-    ax.plot([bus, bus], [max(read), turn], color=COLOURS["note"], linewidth=1.2, zorder=1)
-    _arrow(ax, [(bus, turn), (xp - 0.3, turn), (xp - 0.3, top)], COLOURS["note"])
-    _label(ax, (bus + xp - 0.3) / 2, turn + 0.1, f"crops of {box['level']} and {mask['level']}",
-           colour=COLOURS["note"])
-    _arrow(ax, [(8.7, ry - 0.6), (8.7, 2.84), (4.05, 2.84), (4.05, top)])
-    _label(ax, 6.3, 2.94, "proposal boxes", colour=COLOURS["note"])
-    _box(ax, xh, yb, hw, 0.66, [("box head", "title"), (" \u2192 ".join(_run_text(r) for r in box["layers"]), "note"),
+    # Stage 2, as detect() runs it. Middle row: RoIAlign crops each proposal from the box head's
+    # level, the box head classifies it and refines its box, a per-class NMS keeps the final
+    # detections. Bottom row: RoIAlign crops each final box from the mask head's level, and the
+    # mask head predicts its masks, of which the detected class's is kept.
+    box, mask, final = d["box_head"], d["mask_head"], d["detections"]
+    ya, yb, xr, xh, xd, xo = 2.75, 1.3, 1.4, 3.95, 6.5, 8.88
+    rw, hw, dw, ow = 1.8, 2.3, 2.3, 1.7
+    _box(ax, xr, ya, rw, 0.72, [("RoIAlign", "title"), ("per proposal", "note"),
+                                (f"{_shape_text(box['input'])} of {box['level']}", "body")], COLOURS["join"])
+    _box(ax, xh, ya, hw, 0.72, [("box head", "title"), (" \u2192 ".join(_run_text(r) for r in box["layers"]), "note"),
                                 (_outputs_text(box["outputs"]), "body")], COLOURS["decoder"])
-    _box(ax, xh, ym, hw, 1.06, [("mask head", "title"), *[(_run_text(r), "note") for r in mask["layers"]],
+    _box(ax, xd, ya, dw, 0.98, [("final detections", "title"), ("each proposal's box moved by", "note"),
+                                ("its class's deltas; NMS per class", "note"),
+                                (f"(IoU {final['iou_threshold']:g}), score \u2265 {final['score_threshold']:g}", "note"),
+                                ("boxes \u00b7 classes \u00b7 scores", "body")], COLOURS["score"])
+    _box(ax, xr, yb, rw, 0.72, [("RoIAlign", "title"), ("per final box", "note"),
+                                (f"{_shape_text(mask['input'])} of {mask['level']}", "body")], COLOURS["join"])
+    _box(ax, xh, yb, hw, 1.06, [("mask head", "title"), *[(_run_text(r), "note") for r in mask["layers"]],
                                 (_outputs_text(mask["outputs"]), "body")], COLOURS["decoder"])
-    _arrow(ax, [(4.28, yb), (xh - hw / 2, yb)])
-    _arrow(ax, [(4.28, ym + 0.3), (xh - hw / 2, ym + 0.3)])
-    _box(ax, 8.72, (yb + ym) / 2, 1.86, 1.06, [("detections", "title"), (f"up to {d['max_detections']} an image,", "note"),
-                                               ("each a box, class,", "body"),
-                                               (f"score, {d['mask_size']}\u00d7{d['mask_size']} mask", "body")],
-         COLOURS["data"])
-    _arrow(ax, [(xh + hw / 2, yb), (7.79, yb)])
-    _arrow(ax, [(xh + hw / 2, ym + 0.3), (7.79, ym + 0.3)])
+    k = mask["outputs"][next(iter(mask["outputs"]))][-1]
+    _box(ax, xd, yb, dw, 0.72, [("the detected class's mask", "title"), (f"1 of the {k} a box", "note"),
+                                (f"{d['mask_size']}\u00d7{d['mask_size']}, box-relative", "body")], COLOURS["decoder"])
+    _box(ax, xo, (ya + yb) / 2, ow, ya - yb + 0.5,
+         [("detections", "title"), (f"up to {d['max_detections']} an image,", "note"), ("each a box, class,", "body"),
+          (f"score, {d['mask_size']}\u00d7{d['mask_size']} mask", "body")], COLOURS["data"])
+    for y in (ya, yb):  # left to right along each row
+        _arrow(ax, [(xr + rw / 2, y), (xh - hw / 2, y)])
+        _arrow(ax, [(xh + hw / 2, y), (xd - dw / 2, y)])
+        _arrow(ax, [(xd + dw / 2, y), (xo - ow / 2, y)])
+    # The proposals come down from stage 1 to the middle row's RoIAlign.
+    py = ya + 0.8  # below the backbone's last stage
+    _arrow(ax, [(8.7, ry - 0.6), (8.7, py), (xr + 0.3, py), (xr + 0.3, ya + 0.36)])
+    _label(ax, 6.3, py + 0.1, "proposal boxes", colour=COLOURS["note"])
+    # The final boxes go down to the bottom row's RoIAlign; their classes pick the mask.
+    gy = (ya - 0.49 + yb + 0.53) / 2
+    _arrow(ax, [(xd - 0.6, ya - 0.49), (xd - 0.6, gy), (xr + 0.3, gy), (xr + 0.3, yb + 0.36)])
+    _label(ax, (xr + xd) / 2 - 0.3, gy + 0.09, "final boxes", colour=COLOURS["note"])
+    _arrow(ax, [(xd + 0.6, ya - 0.49), (xd + 0.6, yb + 0.36)])
+    _label(ax, xd + 0.67, gy, "classes", colour=COLOURS["note"], ha="left")
+    # RoIAlign crops the heads' own levels: a line from each of those pyramid boxes' right edges
+    # joins a bus that runs down the left side (crossing the RPN's arrow from P3, which it does
+    # not read) to each RoIAlign.
+    pyramid = {lv["name"]: row[rows[lv["shape"][0]]] for lv in d["pyramid"]}
+    bus, turn, left = xp + pw / 2 + 0.2, py + 0.22, 0.22
+    for name in (box["level"], mask["level"]):
+        ax.plot([xp + pw / 2, bus], [pyramid[name]] * 2, color=COLOURS["note"], linewidth=1.2, zorder=1)
+    ax.plot([bus, bus, left, left], [max(pyramid[box["level"]], pyramid[mask["level"]]), turn, turn, yb],
+            color=COLOURS["note"], linewidth=1.2, zorder=1)
+    for y, level in ((ya, box["level"]), (yb, mask["level"])):
+        _arrow(ax, [(left, y), (xr - rw / 2, y)], COLOURS["note"])
+        _label(ax, (left + xr - rw / 2) / 2, y + 0.1, level, colour=COLOURS["note"])
+    _label(ax, (bus + xc) / 2 + 0.35, turn + 0.1, f"crops of {box['level']} and {mask['level']}",
+           colour=COLOURS["note"])
     sizes = ", ".join(str(s) for s in rpn["anchor_sizes"])
     ratios = ", ".join(f"{r:g}" for r in rpn["anchor_ratios"])
     _notes(ax, width, [

@@ -400,6 +400,21 @@ def test_quick_mode_loads_the_small_mask_rcnn_through_tf_hub(monkeypatch):
     assert int(hub.load(handle)(tf.constant(image))["num_detections"][0]) >= 1
 
 
+def test_the_savedmodel_gives_the_keras_models_detections(trained):
+    # Notebook 3's "Back in the image": hub.load's SavedModel is the Keras model with the TF Hub
+    # signature (boxes at pixel centres, 33x33 masks), so its detections are the model's.
+    import tensorflow_hub as hub
+
+    batch = scenes.make_scene(300000).image[None]  # the notebook's first scene, at 128x128
+    result = trained(batch)
+    n = int(result["count"][0])
+    outputs = detection.detect(hub.load(mask_rcnn_export.small_model_handle()), batch)
+    assert n > 0 and int(outputs["num_detections"][0]) == n
+    hub_boxes = mask_rcnn_export.to_centre_boxes(result["boxes"][0, :n], batch.shape[1:3])
+    np.testing.assert_allclose(outputs["detection_boxes"][0, :n], hub_boxes, atol=1e-3)
+    np.testing.assert_allclose(outputs["detection_scores"][0, :n], result["scores"][0, :n], atol=1e-3)
+
+
 def test_the_command_line_scores_the_weights_through_tf_hub_on_the_split_asked(capsys):
     assert mask_rcnn_export.main(["evaluate", "--scenes", "3", "--split", "validation"]) == 0
     out = capsys.readouterr().out

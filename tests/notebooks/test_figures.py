@@ -105,6 +105,18 @@ def test_mask_rcnn_stages_follow_its_constants(small_rcnn):
     assert list(d["mask_head"]["outputs"].values()) == [[mask_rcnn.MASK_SIZE, mask_rcnn.MASK_SIZE, k]]
     assert [(r["op"], r["count"]) for r in d["mask_head"]["layers"]] == [("conv", 4), ("transposed conv", 1), ("conv", 1)]
     assert d["mask_head"]["layers"][1]["shape"][:2] == [mask_rcnn.MASK_SIZE] * 2
+    # As detect() runs: the box head's per-class NMS, with detect()'s defaults, gives the final
+    # detections, and the mask head reads their boxes (not the proposals).
+    assert d["detections"] == {"iou_threshold": 0.5, "score_threshold": 0.05}
+    assert d["mask_head"]["boxes"] == "detections"
+    source = inspect.getsource(mask_rcnn.SmallMaskRCNN.detect)
+    assert source.index("combined_non_max_suppression") < source.index("self.mask_logits(features, boxes)")
+
+
+def test_the_mask_rcnn_figure_refuses_to_draw_a_mask_head_fed_by_the_proposals(small_rcnn):
+    described = {**small_rcnn, "mask_head": {**small_rcnn["mask_head"], "boxes": "proposals"}}
+    with pytest.raises(ValueError, match="detect\\(\\) now gives it the proposals"):
+        figures.draw_figure("mask_rcnn", described)
 
 
 @pytest.mark.parametrize("name", list(figures.FIGURES))
@@ -124,6 +136,13 @@ def _unet_half_as_wide(input_shape, n_classes, base_filters=64, depth=4, dropout
         input_shape, n_classes, base_filters // 2, depth, dropout)
 
 
+class _MaskHeadOnProposals(mask_rcnn.SmallMaskRCNN):
+    def detect(self, images, score_threshold=0.05, iou_threshold=0.5):  # read, never run
+        features = self.features(images)
+        proposals, _, valid = self.proposals(*self.rpn(features))
+        return self.mask_logits(features, proposals)
+
+
 class _WiderMaskHead(mask_rcnn.SmallMaskRCNN):
     def __init__(self):
         super().__init__()
@@ -140,6 +159,8 @@ class _WiderMaskHead(mask_rcnn.SmallMaskRCNN):
     ("fcn", "fcn_function", lambda: _fcn_without_pool3_skip, "variants[2].decoder"),
     ("unet", "unet_function", lambda: _unet_half_as_wide, "bottleneck.shape[2] was 1024, the model now gives 512"),
     ("mask_rcnn", "mask_rcnn_model", _WiderMaskHead, "mask_head.layers"),
+    ("mask_rcnn", "mask_rcnn_model", _MaskHeadOnProposals,
+     'mask_head.boxes was "detections", the model now gives "proposals"'),
 ])
 def test_a_changed_model_makes_its_figure_stale(monkeypatch, capsys, name, builder, replacement, where):
     monkeypatch.setattr(figures, builder, replacement)
