@@ -172,7 +172,7 @@ def describe_fcn():
     from helpers import datasets, models
 
     params = _full_mode("01_fcn8_camvid.ipynb", ["IMAGE_SIZE", "FC_FILTERS"])
-    n_classes = len(datasets.CAMVID_CLASSES)
+    n_classes = len(datasets.CAMVID_CLASSES) - 1  # void, the last id, is not predicted (notebook 1)
     fcn = fcn_function()
     variants = []
     for variant in FCN_VARIANTS:
