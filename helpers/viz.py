@@ -115,22 +115,22 @@ def _label_map(labels):
     return labels[..., 0] if labels.ndim == 3 and labels.shape[-1] == 1 else labels
 
 
-def panels_figure(image, prediction, truth, class_names, title=None, ignore_class=None,
+def panels_figure(image, truth, prediction, class_names, title=None, ignore_class=None,
                   legend=False):
-    """Draw image | prediction | ground truth with this image's mean IoU and Dice; return (figure, scores).
+    """Draw image | ground truth | prediction with this image's mean IoU and Dice; return (figure, scores).
 
-    With ``prediction=None`` (looking at the data, before there is a model) it draws
+    Every figure of the course takes them in that order: the image, what is true, what the
+    model said. With ``prediction=None`` (looking at the data, before there is a model) it draws
     image | ground truth and returns no scores. Pixels whose truth is ``ignore_class`` (CamVid's
     void) are drawn but not scored. With ``legend`` the class colours are named below the panels.
     """
     import matplotlib.pyplot as plt
 
     truth = _label_map(truth)
-    panels = [("image", to_uint8(image))]
+    panels = [("image", to_uint8(image)), ("ground truth", colorize(truth, class_names))]
     if prediction is not None:
         prediction = _label_map(prediction)
         panels.append(("prediction", colorize(prediction, class_names)))
-    panels.append(("ground truth", colorize(truth, class_names)))
     # Sized to the pictures, in inches, so no blank band opens above or below them.
     width, gap, side = 3.6, 0.2, 0.1
     height = width * truth.shape[0] / truth.shape[1]
@@ -164,12 +164,12 @@ def panels_figure(image, prediction, truth, class_names, title=None, ignore_clas
     return fig, scores
 
 
-def show_panels(image, prediction, truth, class_names, title=None, ignore_class=None,
+def show_panels(image, truth, prediction, class_names, title=None, ignore_class=None,
                 legend=False):
-    """Show image | prediction | ground truth, titled with this image's mean IoU and Dice (see ``panels_figure``)."""
+    """Show image | ground truth | prediction, titled with this image's mean IoU and Dice (see ``panels_figure``)."""
     import matplotlib.pyplot as plt
 
-    _, scores = panels_figure(image, prediction, truth, class_names, title, ignore_class, legend)
+    _, scores = panels_figure(image, truth, prediction, class_names, title, ignore_class, legend)
     plt.show()
     return scores
 
@@ -293,7 +293,7 @@ def plot_history(history, metric_names=("loss", "accuracy")):
     plt.show()
 
 
-def prediction_browser(images, predictions, truths, class_names, ignore_class=None, legend=False):
+def prediction_browser(images, truths, predictions, class_names, ignore_class=None, legend=False):
     """Return a slider widget that shows the panels of the chosen image (see ``panels_figure``)."""
     import ipywidgets as widgets
 
@@ -309,7 +309,7 @@ def prediction_browser(images, predictions, truths, class_names, ignore_class=No
 
     def update(_=None):
         index = slider.value
-        fig, _ = panels_figure(images[index], predictions[index], truths[index], class_names,
+        fig, _ = panels_figure(images[index], truths[index], predictions[index], class_names,
                                title=f"test image {index}", ignore_class=ignore_class,
                                legend=legend)
         picture.value = figure_png(fig)
@@ -393,7 +393,7 @@ def epoch_predictions(image, truth, class_names, folder=None, show=True):
 
         def on_epoch_end(self, epoch, logs=None):
             prediction = metrics.predict_labels(self.model, image[None])[0]
-            fig, scores = panels_figure(image, prediction, truth, class_names,
+            fig, scores = panels_figure(image, truth, prediction, class_names,
                                         title=f"after epoch {epoch + 1}")
             _class_legend(fig, class_names)
             self.predictions.append(prediction)

@@ -62,22 +62,26 @@ def test_to_uint8_accepts_unit_and_byte_ranges():
 def test_show_panels_draws_three_panels_and_reports_the_image_scores():
     truth = np.array([[0, 0], [1, 2]])
     pred = np.array([[0, 1], [1, 2]])
-    scores = viz.show_panels(np.zeros((2, 2, 3)), pred, truth, ["a", "b", "c"], title="x")
+    scores = viz.show_panels(np.zeros((2, 2, 3)), truth, pred, ["a", "b", "c"], title="x")
     figure = plt.gcf()
-    assert len(figure.axes) == 3
+    # The course's one order: the image, what is true, what the model said.
+    assert [ax.get_title() for ax in figure.axes] == ["image", "ground truth", "prediction"]
+    drawn = [ax.get_images()[0].get_array() for ax in figure.axes[1:]]
+    np.testing.assert_array_equal(drawn[0], viz.colorize(truth, ["a", "b", "c"]))
+    np.testing.assert_array_equal(drawn[1], viz.colorize(pred, ["a", "b", "c"]))
     assert scores.mean_iou == pytest.approx(metrics.segmentation_scores(truth, pred, 3).mean_iou)
     assert f"{scores.mean_iou:.3f}" in figure._suptitle.get_text()
     # The footer names the worst classes with their IoU (a: 1/2, b: 1/2, c: 1), even when a
     # class's name is a number.
     assert [t.get_text() for t in figure.texts][-1:] == ["lowest IoU: a: 0.50, b: 0.50, c: 1.00"]
-    viz.show_panels(np.zeros((2, 2, 3)), pred, truth, ["0", "1", "2"])
+    viz.show_panels(np.zeros((2, 2, 3)), truth, pred, ["0", "1", "2"])
     assert [t.get_text() for t in plt.gcf().texts][-1:] == ["lowest IoU: 0: 0.50, 1: 0.50, 2: 1.00"]
     plt.close("all")
 
 
 def test_show_panels_without_a_prediction_shows_image_and_truth_only():
     truth = np.array([[0, 0], [1, 2]])[..., None]  # (H, W, 1), as tfds masks come
-    assert viz.show_panels(np.zeros((2, 2, 3)), None, truth, ["a", "b", "c"], title="data") is None
+    assert viz.show_panels(np.zeros((2, 2, 3)), truth, None, ["a", "b", "c"], title="data") is None
     figure = plt.gcf()
     assert [ax.get_title() for ax in figure.axes] == ["image", "ground truth"]
     np.testing.assert_array_equal(figure.axes[1].images[0].get_array(), viz.colorize(truth[..., 0], 3))
@@ -86,7 +90,7 @@ def test_show_panels_without_a_prediction_shows_image_and_truth_only():
 
 def test_show_panels_accepts_masks_with_a_channel_axis():
     truth = np.array([[0, 0], [1, 2]])
-    scores = viz.show_panels(np.zeros((2, 2, 3)), truth, truth[..., None], ["a", "b", "c"])
+    scores = viz.show_panels(np.zeros((2, 2, 3)), truth[..., None], truth, ["a", "b", "c"])
     assert scores.mean_iou == 1.0
     plt.close("all")
 
@@ -122,7 +126,7 @@ def test_prediction_browser_is_a_slider_over_the_images():
 def test_prediction_browser_needs_matching_non_empty_inputs():
     labels = np.zeros((4, 2, 2), int)
     with pytest.raises(ValueError, match="4 images, 3 predictions, 4 truths"):
-        viz.prediction_browser(np.zeros((4, 2, 2, 3)), labels[:3], labels, ["a", "b"])
+        viz.prediction_browser(np.zeros((4, 2, 2, 3)), labels, labels[:3], ["a", "b"])
     with pytest.raises(ValueError, match="at least one"):
         viz.prediction_browser(np.zeros((0, 2, 2, 3)), labels[:0], labels[:0], ["a", "b"])
 
@@ -203,7 +207,7 @@ def test_show_panels_leaves_ignored_pixels_out_and_names_the_colours_below():
     truth[5] = 2  # "void"
     prediction = np.zeros((6, 8), int)
     prediction[3:] = 1  # right everywhere but void, where nothing can be right
-    scores = viz.show_panels(np.zeros((6, 8, 3)), prediction, truth, ["a", "b", "void"],
+    scores = viz.show_panels(np.zeros((6, 8, 3)), truth, prediction, ["a", "b", "void"],
                              title="x", ignore_class=2, legend=True)
     assert scores.mean_iou == 1.0 and np.isnan(scores.iou[2])
     figure = plt.gcf()
