@@ -5,6 +5,10 @@ after it calls ``check``, which prints the versions, the accelerator, the mode a
 folder, and warns in plain words about what will hurt (a version below the course's floor,
 full mode on a CPU). The decisions are pure functions of a ``Facts`` record, so the tests
 pass the facts in instead of depending on the machine they run on.
+
+Unlike the other modules it imports TensorFlow, Keras and what uses them inside its functions,
+under a guard: it runs first, to hide start-up noise before TensorFlow loads, and to report a
+missing or broken install instead of failing on it.
 """
 
 import contextlib

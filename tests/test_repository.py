@@ -47,3 +47,23 @@ def test_the_pattern_catches_a_development_log_and_passes_the_course():
     for fine in ("restart the session", "the test session serves archives",
                  "github.com/tensorflow/tensorflow/issues/123", "a Colab session"):
         assert not MADE.search(fine), fine
+
+
+def test_helpers_import_tensorflow_and_keras_at_the_top_like_any_keras_code():
+    # The one exception is the environment check, which must run before TensorFlow loads and
+    # report a broken install instead of failing on it.
+    import ast
+
+    late = []
+    for path in sorted((ROOT / "helpers").glob("*.py")):
+        if path.name == "environment.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    names = ([a.name for a in inner.names] if isinstance(inner, ast.Import)
+                             else [inner.module or ""] if isinstance(inner, ast.ImportFrom) else [])
+                    if any(n.split(".")[0] in {"tensorflow", "keras", "tensorflow_datasets",
+                                               "tensorflow_hub", "grader"} for n in names):
+                        late.append(f"{path.name}:{inner.lineno} in {node.name}()")
+    assert late == [], late
