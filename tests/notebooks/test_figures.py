@@ -41,9 +41,9 @@ def test_fcn_encoder_and_head_at_full_mode_size(fcn):
         assert [p["convs"] for p in v["encoder"]] == [2, 2, 3, 3, 3]  # VGG-16: 13 convolutions
         assert [(c["layer"], c["kernel"], c["shape"]) for c in v["head"]] == [
             ("conv6", 7, [6, 8, 4096]), ("conv7", 1, [6, 8, 4096])]
-        assert (v["score"]["layer"], v["score"]["kernel"], v["score"]["shape"]) == ("score_conv7", 1, [6, 8, 12])
+        assert (v["score"]["layer"], v["score"]["kernel"], v["score"]["shape"]) == ("score_conv7", 1, [6, 8, 11])  # 11 classes: void is not predicted
         assert v["output"] == {"op": "activation", "layer": "class_probabilities", "activation": "softmax",
-                               "shape": [192, 256, 12]}
+                               "shape": [192, 256, 11]}
 
 
 def test_fcn_variants_differ_by_their_skips(fcn):
@@ -56,7 +56,7 @@ def test_fcn_variants_differ_by_their_skips(fcn):
                                ("add", None, "pool3"), ("up", 8, None)]
     adds = [s for s in fcn["8s"]["decoder"] if s["op"] == "add"]
     assert [(a["layer"], a["skip"]["layer"], a["skip"]["kernel"], a["shape"]) for a in adds] == [
-        ("skip_pool4", "score_pool4", 1, [12, 16, 12]), ("skip_pool3", "score_pool3", 1, [24, 32, 12])]
+        ("skip_pool4", "score_pool4", 1, [12, 16, 11]), ("skip_pool3", "score_pool3", 1, [24, 32, 11])]
     ups = [s for v in fcn.values() for s in v["decoder"] if s["op"] == "up"]
     assert all(u["kernel"] == 2 * u["stride"] == 2 * u["factor"] for u in ups)  # kernel = 2 x stride
 
