@@ -5,13 +5,17 @@ Each ``check_*`` function tries the learner's code on inputs of its own and prin
 returns nothing, so a notebook cell shows only that message. A check never raises: an
 exception in the learner's code is reported, not propagated, so one broken exercise does
 not stop the notebook. Where reasoning is the point (the padding, the crop, the weights,
-IoU and Dice) a check tests behaviour, not literal values: an image pattern must come back
-where it went in, a hand-computed confusion matrix must give its hand-computed scores.
+the grade) a check tests behaviour, not literal values: an image pattern must come back where
+it went in, confusion matrices built for each edge case must give the grade the rule gives.
+A check refuses early what the grader (``python -m grader``) will refuse, with its reason:
+Python code inside the model (a ``Lambda`` layer, a layer class of one's own). A message says
+what the learner's code did, never the code to write.
 """
 
 import importlib.util
 import sysconfig
 import traceback
+import types
 import warnings
 from pathlib import Path
 
@@ -19,15 +23,17 @@ import keras
 import numpy as np
 from keras import layers
 
-from helpers import m2nist, metrics
+from helpers import grading, m2nist, metrics
 
 N_CLASSES = m2nist.N_CLASSES
 BACKGROUND = m2nist.BACKGROUND
 HEIGHT, WIDTH = m2nist.IMAGE_SHAPE
 N_POOLINGS = 5  # the encoder halves the image five times
 FACTOR = 2 ** N_POOLINGS
-# The smallest padded size whose sides five 2x2 poolings divide: 64 x 96.
+# The smallest padded size whose sides five 2x2 poolings divide.
 PADDED = tuple(-(-side // FACTOR) * FACTOR for side in m2nist.IMAGE_SHAPE)
+ENCODER_KERNEL = (3, 3)  # the exercise fixes conv_block's default for the encoder
+SCORE_KERNEL = (1, 1)  # pool-4's and pool-3's score layers
 ENCODER_FILTERS = (32, 64, 128, 256, 256)
 ENCODER_FEATURES = {"pool3": (PADDED[0] // 8, PADDED[1] // 8, ENCODER_FILTERS[2]),
                     "pool4": (PADDED[0] // 16, PADDED[1] // 16, ENCODER_FILTERS[3]),
@@ -72,7 +78,10 @@ def _raised(e, hints=()):
 
 
 def _run(number, title, check, hints=()):
-    """Run ``check()`` (which returns a list of problems) and print the verdict."""
+    """Run ``check()`` (which returns a list of problems) and print the verdict.
+
+    ``number`` None: a check of the given code at work (the training), named by ``title``.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. 0/0 for an absent class: judged by the values
@@ -81,12 +90,13 @@ def _run(number, title, check, hints=()):
         problems = [str(e)]
     except Exception as e:  # the learner's code failed: say where, do not crash the notebook
         problems = _raised(e, hints)
+    name = f"Exercise {number} ({title})" if number is not None else title[0].upper() + title[1:]
     if problems:
-        print(f"Exercise {number} ({title}) does not pass yet:")
+        print(f"{name} does not pass yet:")
         for problem in problems:
             print(f"  - {problem}")
     else:
-        print(f"Exercise {number} ({title}) passes.")
+        print(f"{name} passes.")
 
 
 def _layers(inputs, outputs):
@@ -109,6 +119,53 @@ def _shape(tensor):
 
 def _size(shape):
     return "x".join(str(s) for s in shape)
+
+
+def _code_in(model):
+    """Return what in ``model``'s configuration is Python code, which the grader refuses.
+
+    The grader loads a submission with Keras' ``safe_mode`` after scanning its configuration:
+    a ``Lambda`` layer, a serialized function or a class from outside Keras (a layer class of
+    one's own) is refused without being run. Built-in layers and Keras operations (``x[...]``,
+    ``keras.ops.pad``) are saved as plain configuration and pass.
+    """
+    try:
+        config = model.get_config()
+    except Exception as e:  # a layer of one's own without get_config
+        return [f"a layer that Keras cannot save ({type(e).__name__}: {str(e).splitlines()[0][:100]})"]
+    found = []
+
+    def visit(node):
+        if isinstance(node, dict):
+            name, module = node.get("class_name"), node.get("module")
+            if name in ("Lambda", "TFSMLayer"):
+                found.append(f"a {name} layer")
+            elif name in ("__lambda__", "__python_function__"):
+                found.append("a Python function")
+            elif name == "function" and module != "builtins":
+                found.append(f"the function {node.get('config')} from {module}")
+            elif (isinstance(name, str) and isinstance(module, str)
+                  and module.split(".")[0] not in ("keras", "builtins")):
+                found.append(f"a layer of its own class ({name}, from {module})")
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(config)
+    return list(dict.fromkeys(found))
+
+
+def _refused_by_the_grader(model, part, instead):
+    """Return the problem the grader would find in ``model`` (built from the learner's ``part``), or []."""
+    found = _code_in(model)
+    if not found:
+        return []
+    return [f"your {part} holds {', '.join(found)}: the grader refuses such a model without "
+            "loading it (a submission may hold built-in Keras layers and operations only, never "
+            f"Python code that would run on the grader's machine), so it could not be graded. "
+            f"{instead}"]
 
 
 # --- Exercise 1: per-pixel weights ------------------------------------------------------
@@ -250,13 +307,6 @@ def _pattern(shape):
     return np.arange(1, np.prod(shape) + 1, dtype=np.float32).reshape(1, *shape, 1)
 
 
-def _apply(layers_, x):
-    """Apply layers one after the other to an array; return the result as a 2-D array."""
-    for layer in layers_:
-        x = layer(x)
-    return keras.ops.convert_to_numpy(x)[0, :, :, 0]
-
-
 def _find_block(padded, pattern):
     """Return (top, left) where ``pattern`` sits unchanged inside ``padded``, or None."""
     h, w = pattern.shape
@@ -284,13 +334,15 @@ def _say(sides):
 
 
 def encoder_padding(encoder, built=None):
-    """Return (the layers the encoder applies before its first convolution, their padding as
-    {"top", "bottom", "left", "right"}, the padded image's (height, width)).
+    """Return (the layers and operations the encoder applies before its first convolution,
+    their padding as {"top", "bottom", "left", "right"}, the padded image's (height, width)).
 
     ``built``, if given, is the (inputs, features) of the encoder already called on a
     ``keras.Input``, so that it is not built a second time. The padding is measured by
-    behaviour: a pattern image goes through those layers and must come out unchanged inside
-    zeros. Raises ``_Problem`` with the reason when the encoder does not pad that way.
+    behaviour: a pattern image goes through everything before the first convolution (a layer
+    such as ZeroPadding2D, or an operation such as ``keras.ops.pad``) and must come out
+    unchanged inside zeros. Raises ``_Problem`` with the reason when the encoder does not pad
+    that way.
     """
     if built is None:
         inputs = keras.Input((HEIGHT, WIDTH, 1))
@@ -300,13 +352,16 @@ def encoder_padding(encoder, built=None):
                if _is_tensor(f)]
     if not tensors:
         raise _Problem("the encoder returned no Keras tensors")
-    found = _layers(inputs, tensors)
-    convs = [i for i, layer in enumerate(found) if _kind(layer) == "Conv2D"]
+    convs = [layer for layer in _layers(inputs, tensors) if _kind(layer) == "Conv2D"]
     if not convs:
         raise _Problem("the encoder has no Conv2D layer: chain the conv_blocks")
-    before = found[:convs[0]]
     pattern = _pattern((HEIGHT, WIDTH))
-    padded = _apply(before, pattern) if before else pattern[0, :, :, 0]
+    if convs[0].input is inputs:
+        before, padded = [], pattern[0, :, :, 0]
+    else:
+        first = keras.Model(inputs, convs[0].input)
+        before = [op for op in first.operations if not isinstance(op, keras.layers.InputLayer)]
+        padded = keras.ops.convert_to_numpy(first(pattern))[0, :, :, 0]
     if padded.shape == (HEIGHT, WIDTH):
         raise _Problem(f"the image reaches the first convolution at {HEIGHT}x{WIDTH}, unpadded: "
                        f"pad it before the first block (five 2x2 poolings need sides that are "
@@ -315,12 +370,13 @@ def encoder_padding(encoder, built=None):
     if where is None:
         raise _Problem(f"before the first convolution the {HEIGHT}x{WIDTH} image becomes "
                        f"{_size(padded.shape)} but not by adding zeros around it: pad with "
-                       "ZeroPadding2D; do not resize, shift or change the image")
+                       "zeros; do not resize, shift or change the image")
     return before, _sides(*where, (HEIGHT, WIDTH), padded.shape), padded.shape
 
 
 def check_encoder(encoder):
-    """Check exercise 3: the image padded with zeros to 64 x 96, five blocks, pool-3, -4 and -5."""
+    """Check exercise 3: the image padded with zeros as little as five poolings allow, five
+    blocks of 3x3 convolutions, pool-3, -4 and -5."""
     def problems():
         inputs = keras.Input((HEIGHT, WIDTH, 1))
         features = encoder(inputs)
@@ -330,16 +386,22 @@ def check_encoder(encoder):
             if not _is_tensor(got):
                 return [f"{name} is {type(got).__name__}, not a Keras tensor: assign it the "
                         "output of a conv_block"]
+        refused = _refused_by_the_grader(keras.Model(inputs, list(features)), "encoder",
+                                         "Pad with a built-in layer or operation.")
+        if refused:
+            return refused
         _, sides, padded = encoder_padding(encoder, (inputs, features))
         issues = []
         if padded[0] % FACTOR or padded[1] % FACTOR:
-            issues.append(f"the padded image is {_size(padded)}: after five 2x2 poolings a side "
-                          f"that is not a multiple of {FACTOR} loses rows or columns, and the "
-                          "decoder cannot grow back to the image's size")
+            odd = " and ".join(f"{side} is not a multiple of {FACTOR}" for side in padded
+                               if side % FACTOR)
+            issues.append(f"your padded image is {_size(padded)}: {odd}, so five 2x2 poolings "
+                          "drop rows or columns, and the decoder cannot grow back to the image's "
+                          "size")
         elif padded != PADDED:
-            issues.append(f"the padded image is {_size(padded)}: pad as little as possible; the "
-                          f"smallest multiples of {FACTOR} not below {HEIGHT} and {WIDTH} are "
-                          f"{PADDED[0]} and {PADDED[1]}")
+            issues.append(f"your padded image is {_size(padded)}: five poolings divide it, but "
+                          "it is padded more than they need. Pad as little as possible: every "
+                          "extra row and column is computed by every layer, then cropped away")
         if issues:
             return issues + [f"(your padding adds {_say(sides)}; ZeroPadding2D takes "
                              "((top, bottom), (left, right)))"]
@@ -356,9 +418,15 @@ def check_encoder(encoder):
         pools = [layer for layer in found if _kind(layer) == "MaxPooling2D"]
         if len(pools) != N_POOLINGS:
             issues.append(f"found {len(pools)} MaxPooling2D layers; the encoder has five conv blocks")
-        filters = [layer.filters for layer in found if _kind(layer) == "Conv2D"][::2]
+        convs = [layer for layer in found if _kind(layer) == "Conv2D"]
+        filters = [layer.filters for layer in convs][::2]
         if tuple(filters) != ENCODER_FILTERS:
             issues.append(f"the blocks have {filters} filters, expected {list(ENCODER_FILTERS)}")
+        kernels = sorted({tuple(layer.kernel_size) for layer in convs} - {ENCODER_KERNEL})
+        if kernels:
+            issues.append(f"the encoder has convolutions with {_size(kernels[0])} kernels; the "
+                          f"exercise fixes {_size(ENCODER_KERNEL)} (conv_block's default): call "
+                          "conv_block without a kernel_size")
         return issues
 
     _run(3, "encoder", problems)
@@ -388,27 +456,44 @@ def _crop_problems(model, encoder):
         _, sides, padded = encoder_padding(encoder)
     except (_Problem, Exception):
         return ["the crop is checked against the encoder's padding: make exercise 3 pass first"]
-    found = [layer for layer in model.layers if _kind(layer) != "InputLayer"]
-    ups = [i for i, layer in enumerate(found) if _kind(layer) == "Conv2DTranspose"]
-    tail = [layer for layer in found[ups[-1] + 1:] if _kind(layer) not in ("Activation", "Softmax")]
-    if any(layer.weights for layer in tail):
-        return ["after the last upsampling, only crop (and end with the softmax): "
-                f"found {', '.join(_kind(layer) for layer in tail)}"]
-    pattern = _pattern((HEIGHT, WIDTH))[0, :, :, 0]
-    image = np.zeros(padded, np.float32)
-    image[sides["top"]:sides["top"] + HEIGHT, sides["left"]:sides["left"] + WIDTH] = pattern
-    back = _apply(tail, image[None, :, :, None])
-    if back.shape == pattern.shape and np.array_equal(back, pattern):
+    ups = [layer for layer in model.layers if _kind(layer) == "Conv2DTranspose"]
+    # Everything after the last upsampling: Cropping2D, slicing (x[:, a:b]), the softmax.
+    tail = keras.Model(ups[-1].output, model.output)
+    weighted = [_kind(op) for op in tail.operations if getattr(op, "weights", None)]
+    if weighted:
+        return ["after the last upsampling, only crop (and end with the softmax): found "
+                f"{', '.join(weighted)}"]
+    if tuple(ups[-1].output.shape[1:3]) != padded:
+        return [f"the last upsampling gives {_size(ups[-1].output.shape[1:3])}, not the padded "
+                f"image's {_size(padded)}: the crop has to start from the padded size"]
+    # Which padded pixel does each output pixel come from? Scores that encode each pixel's row
+    # and column (channels 0 and 1; channel 2 is 0) go through the tail; a softmax keeps the
+    # differences of the scores (log p0 / p2 = score0 - score2), a crop keeps the values.
+    n_classes = int(ups[-1].output.shape[-1])
+    scores = np.zeros((1, *padded, n_classes), np.float32)
+    scores[0, :, :, 0] = np.arange(padded[0])[:, None] / 8
+    scores[0, :, :, 1] = np.arange(padded[1])[None, :] / 8
+    out = keras.ops.convert_to_numpy(tail(scores))[0].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if np.allclose(out.sum(-1), 1, atol=1e-3):
+            rows, cols = 8 * np.log(out[..., 0] / out[..., 2]), 8 * np.log(out[..., 1] / out[..., 2])
+        else:
+            rows, cols = 8 * out[..., 0], 8 * out[..., 1]
+    top, left = (int(np.round(a[0, 0])) if np.isfinite(a[0, 0]) else -1 for a in (rows, cols))
+    shifted = (np.allclose(rows, top + np.arange(HEIGHT)[:, None], atol=0.05)
+               and np.allclose(cols, left + np.arange(WIDTH)[None, :], atol=0.05))
+    if not shifted:
+        return ["after the last upsampling the scores are changed, not cropped: keep each pixel's "
+                "scores as they are and only cut away the rows and columns the encoder added"]
+    if (top, left) == (sides["top"], sides["left"]):
         return []
-    index = _apply(tail, _pattern(padded))  # which pixels of the padded size the crop keeps
-    top, left = divmod(int(index[0, 0]) - 1, padded[1])
-    crop = _sides(top, left, index.shape, padded)
+    crop = _sides(top, left, (HEIGHT, WIDTH), padded)
     moved = [f"{abs(n)} {unit} {word[n > 0]}" for n, unit, word in (
         (sides["left"] - left, "columns", {True: "right", False: "left"}),
         (sides["top"] - top, "rows", {True: "down", False: "up"})) if n]
-    return [f"an image that goes in comes back moved {' and '.join(moved) or 'and changed'}: the "
-            f"encoder pads {_say(sides)}, the decoder crops {_say(crop)}; crop exactly what the "
-            "encoder added, from the same sides"]
+    return [f"an image that goes in comes back moved {' and '.join(moved)}: the encoder pads "
+            f"{_say(sides)}, the decoder crops {_say(crop)}; crop exactly what the encoder "
+            "added, from the same sides"]
 
 
 def check_decoder(decoder, encoder):
@@ -416,6 +501,10 @@ def check_decoder(decoder, encoder):
 
     def problems():
         model = _decoder_model(decoder, N_CLASSES)
+        refused = _refused_by_the_grader(model, "decoder", "Crop with a built-in layer or "
+                                                            "operation.")
+        if refused:
+            return refused
         out = _shape(model.output)
         issues = []
         if out[:2] != (HEIGHT, WIDTH):
@@ -434,6 +523,19 @@ def check_decoder(decoder, encoder):
         if kinds.count("Add") < 2:
             issues.append(f"found {kinds.count('Add')} Add layers; FCN-8 adds the upsampled "
                           "scores to pool-4's and then to pool-3's (two Add layers)")
+        for layer in model.layers:
+            if _kind(layer) == "Conv2D" and tuple(layer.kernel_size) != SCORE_KERNEL:
+                issues.append(f"a score layer is a {_size(layer.kernel_size)} convolution; the "
+                              f"exercise fixes {_size(SCORE_KERNEL)}: each pixel's features become "
+                              "that pixel's class scores, without mixing in its neighbours")
+                break
+        biased = [n for n, layer in enumerate(
+            (layer for layer in model.layers if _kind(layer) == "Conv2DTranspose"), start=1)
+            if layer.use_bias]
+        if biased:
+            issues.append(f"Conv2DTranspose {', '.join(map(str, biased))} of the decoder has a bias; "
+                          "the exercise asks for use_bias=False: the 1x1 score layers' biases, "
+                          "added to the upsampled scores, already do that job")
         three = _shape(_decoder_model(decoder, 3).output)
         if three[-1] != 3:
             issues.append(f"with n_classes=3 the output has {three[-1]} channels: use the "
@@ -571,7 +673,65 @@ def check_compile(loss, optimizer, metric_list, schedule):
     _run(5, "compile", problems)
 
 
-# --- Exercise 6: training ------------------------------------------------------------------
+# --- Exercise 6: early stopping --------------------------------------------------------------
+
+MONITOR = "val_mean_iou"  # the logged quantity closest to the grade
+TRAINING_LOGS = ("loss", "accuracy", "mean_iou", "sparse_categorical_accuracy")
+
+
+def _early_stopping_problems(early_stopping, patience):
+    if early_stopping is None:
+        return ["early_stopping is None: create a keras.callbacks.EarlyStopping"]
+    if not isinstance(early_stopping, keras.callbacks.EarlyStopping):
+        return [f"early_stopping is a {type(early_stopping).__name__}, not a "
+                "keras.callbacks.EarlyStopping"]
+    monitor, mode = early_stopping.monitor, early_stopping.mode
+    if monitor in TRAINING_LOGS:
+        return [f"monitor='{monitor}' watches the training images, which the model is fitting and "
+                "which carry the weights: it keeps improving there after it has stopped improving "
+                "on images it has not seen, so early stopping would neither stop in time nor keep "
+                "the epoch that does best on the test images"]
+    if monitor == "val_loss":
+        return ["monitor='val_loss' judges each epoch by the cross-entropy of the validation "
+                "pixels, about 94 % of them background and none weighted: it rewards confidence "
+                "on the background, and it can get worse while the digits' IoU still improves "
+                "(the weighted training makes the model claim doubtful pixels for the digits). "
+                "The grade is computed from the digits' IoU"]
+    if monitor == "val_accuracy" or monitor == "val_sparse_categorical_accuracy":
+        return [f"monitor='{monitor}' judges each epoch by the share of validation pixels it gets "
+                "right: a model that answers background everywhere already gets about 94 %, and "
+                "a digit found or lost moves it by a fraction of a percent. The grade is "
+                "computed from the digits' IoU"]
+    if monitor != MONITOR:
+        return [f"monitor='{monitor}' is not a quantity the training logs (loss, accuracy and "
+                "mean_iou, and the same on the validation data with val_ in front): early "
+                "stopping would warn every epoch and never stop"]
+    issues = []
+    if mode == "min":
+        issues.append("mode='min' takes a falling mean IoU for an improvement: early stopping "
+                      f"would end the training after {early_stopping.patience} epochs of rising "
+                      "IoU, and call the worst epoch the best")
+    if early_stopping.patience != patience:
+        issues.append(f"patience={early_stopping.patience}: the parameters cell sets PATIENCE = "
+                      f"{patience}; use PATIENCE, so that the recipe is changed in one place")
+    if not early_stopping.restore_best_weights:
+        issues.append("restore_best_weights is off: when early stopping ends the training, the "
+                      f"model keeps the weights of its last epoch, {early_stopping.patience} "
+                      "epochs after its best one (and a training that runs to the end keeps its "
+                      "last epoch, best or not); that is the model you save and are graded on")
+    if early_stopping.baseline is not None or early_stopping.start_from_epoch:
+        issues.append("leave baseline and start_from_epoch at their defaults: the recipe stops "
+                      "on patience alone")
+    return issues
+
+
+def check_early_stopping(early_stopping, patience):
+    """Check exercise 6: early stopping watches the validation mean IoU, upwards, with
+    ``patience``, and restores the best epoch's weights."""
+    _run(6, "early stopping", lambda: _early_stopping_problems(early_stopping, patience))
+
+
+# --- The training at work ---------------------------------------------------------------------
 
 def _background_only_mean_iou():
     """The validation mean IoU of a model that answers background everywhere (about 0.09)."""
@@ -580,7 +740,8 @@ def _background_only_mean_iou():
 
 
 def _validated_on(history, val_ds):
-    """Return a problem if no epoch's validation scores are the model's scores on ``val_ds``.
+    """Return (the epoch whose validation scores the model scores on ``val_ds``, or None; a
+    problem if none does).
 
     After ``fit`` the model holds the weights of its last epoch, or of its best one when early
     stopping restored them; evaluated on the data it was validated on, it scores that epoch's
@@ -589,23 +750,61 @@ def _validated_on(history, val_ds):
     got = history.model.evaluate(val_ds, verbose=0, return_dict=True)
     names = [n for n in ("loss", "mean_iou") if n in got and f"val_{n}" in history.history]
     if not names:
-        return None
+        return None, None
     for epoch in range(len(history.history[f"val_{names[0]}"])):
         if all(abs(got[n] - history.history[f"val_{n}"][epoch]) <= 1e-3 * max(1.0, abs(got[n]))
                for n in names):
-            return None
+            return epoch, None
     now = ", ".join(f"{n} {got[n]:.4f}" for n in names)
-    return (f"the validation scores were not computed on val_ds: the trained model scores "
-            f"{now} on val_ds, which no epoch's validation scores match. Pass "
-            "validation_data=val_ds to model.fit (not the training data, and all of val_ds)")
+    return None, (f"the validation scores were not computed on val_ds: the trained model scores "
+                  f"{now} on val_ds, which no epoch's validation scores match. Pass "
+                  "validation_data=val_ds to model.fit (not the training data, and all of val_ds)")
 
 
-def check_training(history, callbacks, epochs, steps_per_epoch, val_ds=None):
-    """Check exercise 6: a History of ``epochs`` full epochs, validated (on ``val_ds``, when
-    given: the model is evaluated on it once), with the callbacks."""
+def _losses_on(model, train_ds, batches=2):
+    """Return the model's cross-entropy on a few batches of ``train_ds``: (unweighted, weighted
+    as Keras weighs it, the sum of weight x loss over the pixel count), or None without weights."""
+    plain = weighted = count = 0.0
+    for batch in train_ds.take(batches):
+        if len(batch) != 3:
+            return None
+        images, labels, weights = (keras.ops.convert_to_numpy(t) for t in batch)
+        probs = keras.ops.convert_to_numpy(model(images, training=False))
+        picked = np.take_along_axis(probs, labels[..., None].astype(np.int64), -1)[..., 0]
+        loss = -np.log(np.clip(picked.astype(np.float64), 1e-7, 1.0))
+        plain, weighted, count = plain + loss.sum(), weighted + (weights * loss).sum(), count + loss.size
+    return (plain / count, weighted / count) if count else None
+
+
+def _weights_problem(history, train_ds, epoch):
+    """Return a problem if the training loss ``fit`` recorded is the unweighted one."""
+    losses = _losses_on(history.model, train_ds)
+    if losses is None:
+        return ("train_ds holds (images, labels) without the per-pixel weights: build it with "
+                "weights=train_weights, as the data cell does")
+    plain, weighted = losses
+    recorded = history.history.get("loss", [None] * (epoch + 1))[epoch]
+    if recorded is None or not weighted > 1.5 * plain or not recorded > 0:
+        return None  # weights close to 1 everywhere: the two cannot be told apart, nor matter
+    # The recorded loss is averaged while the epoch trains, so it sits a little above the
+    # trained model's; compared on a log scale it is far nearer the one it is.
+    if abs(np.log(recorded / plain)) < abs(np.log(recorded / weighted)):
+        return (f"the training ignored the per-pixel weights: model.fit recorded a training loss "
+                f"of {recorded:.3f} in epoch {epoch + 1}, and on batches of train_ds the trained "
+                f"model's loss is {plain:.3f} with every pixel weighing 1, {weighted:.3f} with the "
+                "weights of train_ds. Train on train_ds, whose batches carry the weights "
+                "(images, labels, weights), so that the rare digits count")
+    return None
+
+
+def check_training(history, callbacks, epochs, steps_per_epoch, val_ds=None, train_ds=None):
+    """Check the training: a History of ``epochs`` full epochs, validated (on ``val_ds``, when
+    given: the model is evaluated on it once), with the callbacks, on the weighted data (when
+    ``train_ds`` is given: the model's loss on two of its batches, with and without weights)."""
     def problems():
         if history is None:
-            return ["history is None: call model.fit(...) and keep the History it returns"]
+            return ["history is None: run the training cell, which keeps the History that "
+                    "model.fit returns"]
         if isinstance(history, dict):
             return ["history is a dict (history.history?): keep the History object that "
                     "model.fit returns"]
@@ -628,115 +827,143 @@ def check_training(history, callbacks, epochs, steps_per_epoch, val_ds=None):
                           "train_ds: train on the whole of train_ds (no steps_per_epoch)")
         if "val_loss" not in history.history:
             issues.append("no validation scores: pass validation_data=val_ds to model.fit")
-        unused = [type(c).__name__ for c in callbacks if c.model is not history.model]
+        unused = [type(c).__name__ for c in callbacks if getattr(c, "model", None) is not history.model]
         if unused:
             issues.append(f"the callbacks ({', '.join(unused)}) were not passed to this "
                           "model.fit: pass callbacks=callbacks")
-        if val_ds is not None and not issues:
-            problem = _validated_on(history, val_ds)
+        if issues:
+            return issues
+        epoch = len(history.epoch) - 1
+        if val_ds is not None:
+            matched, problem = _validated_on(history, val_ds)
+            if problem:
+                return [problem]
+            epoch = epoch if matched is None else matched
+        if train_ds is not None:
+            problem = _weights_problem(history, train_ds, epoch)
             if problem:
                 return [problem]
         scores = history.history.get("val_mean_iou")
-        if scores and not issues and max(scores) <= _background_only_mean_iou() + 0.02:
+        if scores and max(scores) <= _background_only_mean_iou() + 0.02:
             issues.append(f"the validation mean IoU never rose above {max(scores):.3f}, about "
                           "what a model that answers background everywhere scores: did the "
                           "training use the weighted train_ds?")
         return issues
 
-    _run(6, "training", problems)
+    _run(None, "the training", problems)
 
 
-# --- Exercise 7: IoU and Dice from a confusion matrix ---------------------------------------
+# --- Exercise 7: the grade, from a confusion matrix -------------------------------------------
 
-# Rows: true class; columns: predicted class. Class 3 occurs nowhere (no score: NaN); class 4
-# is predicted once but never true (IoU and Dice 0).
-IOU_EXAMPLE = np.array([[4, 0, 0, 0, 0],
-                        [1, 4, 0, 0, 0],
-                        [0, 1, 2, 0, 1],
-                        [0, 0, 0, 0, 0],
-                        [0, 0, 0, 0, 0]])
-IOU_EXPECTED = np.array([4 / 5, 4 / 6, 2 / 4, np.nan, 0.0])
-DICE_EXPECTED = np.array([8 / 9, 8 / 10, 4 / 6, np.nan, 0.0])
+def _rule(cm):
+    """The grade by the assignment's rule (``helpers.grading.grade``), from a confusion matrix."""
+    return grading.grade(types.SimpleNamespace(iou=metrics.iou_per_class(cm)))
 
 
-def _same(a, b):
-    return a.shape == b.shape and np.allclose(a, b, equal_nan=True)
+def _grade_cases():
+    """Confusion matrices (rows: truth, columns: prediction) for each case the rule must get right."""
+    rng = np.random.default_rng(7)
+    digits = list(range(BACKGROUND))
+    typical = rng.integers(0, 8, (N_CLASSES, N_CLASSES))
+    typical[digits, digits] = rng.integers(60, 200, len(digits))  # digits found, unevenly well
+    typical[BACKGROUND, :BACKGROUND] = rng.integers(10, 40, len(digits))  # claimed background
+    typical[:BACKGROUND, BACKGROUND] = rng.integers(10, 40, len(digits))  # missed digit pixels
+    typical[BACKGROUND, BACKGROUND] = 20_000
+    absent = typical.copy()
+    absent[4, :] = absent[:, 4] = 0  # digit 4: in no test image, never predicted
+    predicted_only = typical.copy()
+    predicted_only[7, :] = 0  # digit 7: predicted on some pixels, in no test image
+    perfect = np.diag(typical.sum(axis=1))
+    background = np.zeros_like(typical)
+    background[:, BACKGROUND] = typical.sum(axis=1)  # background everywhere
+    return {
+        "a perfect model's matrix": perfect,
+        "the matrix of a model that answers background everywhere": background,
+        "a matrix where every class occurs": typical,
+        "a matrix where digit 4 neither occurs nor is predicted": absent,
+        "a matrix where digit 7 is predicted on some pixels but never occurs": predicted_only,
+        "a matrix where every class occurs, given as fractions of the pixels (it sums to 1)":
+            typical / typical.sum(),
+    }
 
 
-def _diagnose_iou(cm, got, want, name):
-    """Say what formula ``got`` (a wrong IoU or Dice) computed instead, if it is a common one."""
-    tp, rows, cols = np.diag(cm), cm.sum(1), cm.sum(0)
+def _wrong_grades(cm):
+    """The grades that plausible wrong rules give, each with what the rule got wrong."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp, rows, cols = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        if name == "IoU":
-            known = {
-                "TP / (row + column): the true positives are counted twice; the union is "
-                "TP + FP + FN = row + column - TP": tp / (rows + cols),
-                "TP / (TP + row + column): FP and FN must leave out the diagonal (FP = column "
-                "- TP, FN = row - TP)": tp / (tp + rows + cols),
-                "the recall TP / (TP + FN): the false positives are missing": tp / rows,
-                "the precision TP / (TP + FP): the false negatives are missing": tp / cols,
-            }
-        else:
-            known = {
-                "TP / (2 TP + FP + FN): the 2 of the numerator is missing": tp / (rows + cols),
-                "2 TP / (TP + FP + FN): the denominator is 2 TP + FP + FN":
-                    2 * tp / (rows + cols - tp),
-                "the IoU: Dice is 2 TP / (2 TP + FP + FN)": tp / (rows + cols - tp),
-            }
-    absent = (rows + cols) == 0
-    for text, values in known.items():
-        if _same(np.where(absent, np.nan, got), np.where(absent, np.nan, values)):
-            return f"your {name} is {text}"
-    if absent.any() and np.allclose(got[absent], 0):
-        return (f"a class that is in neither the truth nor the prediction gets {name} 0; it "
-                "has no score (0/0): make it NaN, so that it is left out of the means")
-    predicted_only = (rows == 0) & (cols > 0)
-    if predicted_only.any() and np.isnan(got[predicted_only]).all():
-        return (f"a class that is predicted but never true gets {name} NaN; it scores 0 "
-                "(every pixel predicted as it is a false positive)")
-    c = int(np.flatnonzero(~np.isclose(got, want, equal_nan=True))[0])
-    return f"class {c}: {name} {got[c]:.4f}, expected {want[c]:.4f}"
+        iou = tp / (rows + cols - tp)
+        dice = 2 * tp / (rows + cols)
+        recall, precision, twice = tp / rows, tp / cols, tp / (rows + cols)
+        digits = iou[:BACKGROUND]
+        return {
+            "your grade counts the background too: for a model that answers background "
+            "everywhere, which finds no digit, it is above 0. The grade counts the ten digits "
+            "only": 10 * np.nansum(iou),
+            "your grade leaves out digit 0 and counts the background: the digits are classes "
+            f"0 to 9, background is class {BACKGROUND}": 10 * np.nansum(iou[1:]),
+            "your grade is the mean IoU of the digits, between 0 and 1: a perfect model's grade "
+            "is 100": np.nanmean(digits),
+            "your grade is the sum of the digits' IoUs, at most 10: a perfect model's grade is "
+            "100": np.nansum(digits),
+            "your grade is NaN when a digit neither occurs nor is predicted: that digit's IoU is "
+            "0/0, and a NaN makes the whole sum NaN": 10 * np.sum(digits),
+            "when a digit neither occurs nor is predicted, your grade leaves it out and scales "
+            "the other digits up to 100, so a model gains by never meeting a digit. The rule "
+            "counts such a digit 0": 100 * np.nanmean(digits),
+            "your grade counts a digit that neither occurs nor is predicted as a perfect IoU of "
+            "1: the model found nothing there": 10 * np.sum(np.where(np.isnan(digits), 1.0, digits)),
+            "your grade sums the digits' Dice coefficients, 2 TP / (2 TP + FP + FN), not their "
+            "IoU": 10 * np.nansum(dice[:BACKGROUND]),
+            "your IoU is TP / (TP + FN): the false positives (the rest of the digit's column) "
+            "are missing": 10 * np.nansum(recall[:BACKGROUND]),
+            "your IoU is TP / (TP + FP): the false negatives (the rest of the digit's row) are "
+            "missing": 10 * np.nansum(precision[:BACKGROUND]),
+            "your IoU counts the true positives twice: its denominator is the row plus the column, "
+            "which both hold TP": 10 * np.nansum(twice[:BACKGROUND]),
+        }
 
 
-def _iou_problems(iou_and_dice, cm, iou_want, dice_want):
-    given = cm.copy()
-    result = iou_and_dice(given)
-    if not np.array_equal(given, cm):
-        return ["iou_and_dice changed the confusion matrix it was given"]
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        return [f"iou_and_dice must return (iou, dice), two arrays; it returned "
-                f"{type(result).__name__}"]
-    iou, dice = (np.asarray(r, dtype=np.float64) for r in result)
-    n = len(cm)
-    if iou.shape != (n,) or dice.shape != (n,):
-        return [f"for a {n}x{n} confusion matrix IoU and Dice need one value per class, shape "
-                f"({n},); got {iou.shape} and {dice.shape}"]
-    if _same(iou, dice_want) and _same(dice, iou_want):
-        return ["IoU and Dice are swapped: return (iou, dice)"]
-    issues = []
-    if not _same(iou, iou_want):
-        issues.append(_diagnose_iou(cm, iou, iou_want, "IoU"))
-    if not _same(dice, dice_want):
-        issues.append(_diagnose_iou(cm, dice, dice_want, "Dice"))
-    return issues
+def _close(got, want):
+    return bool((np.isnan(got) and np.isnan(want)) or np.isclose(got, want, rtol=1e-6, atol=1e-6))
 
 
-def check_iou_and_dice(iou_and_dice):
-    """Check exercise 7: per-class IoU and Dice on a hand-computed example and against helpers.metrics."""
-
-    def problems():
-        found = _iou_problems(iou_and_dice, IOU_EXAMPLE, IOU_EXPECTED, DICE_EXPECTED)
-        if found:
-            return [f"on the example matrix of the text: {p}" for p in found]
-        rng = np.random.default_rng(0)
-        cm = rng.integers(0, 50, (N_CLASSES, N_CLASSES))
-        cm[4, :] = cm[:, 4] = 0  # a class in neither truth nor prediction
-        cm[7, :] = 0  # a class predicted but never true
-        for matrix in (cm, cm / cm.sum()):  # counts, and a normalised matrix
-            found = _iou_problems(iou_and_dice, matrix, metrics.iou_per_class(matrix),
-                                  metrics.dice_per_class(matrix))
-            if found:
-                return [f"on an {N_CLASSES}-class matrix, against helpers.metrics: {p}" for p in found]
+def _grade_problems(grade_function):
+    cases = _grade_cases()
+    got = {}
+    for name, cm in cases.items():
+        given = cm.copy()
+        value = grade_function(given)
+        if not np.array_equal(given, cm):
+            return ["your function changed the confusion matrix it was given"]
+        if value is None:
+            return ["your function returned None: return the grade"]
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            return [f"your function returned a {type(value).__name__}, not a number"]
+        if array.size != 1:
+            return [f"your function returned {array.size} numbers (shape {array.shape}); "
+                    "return one, the grade"]
+        got[name] = float(array.reshape(()))
+    want = {name: _rule(cm) for name, cm in cases.items()}
+    if all(_close(got[name], want[name]) for name in cases):
         return []
+    wrongs = [_wrong_grades(cm) for cm in cases.values()]
+    for message in wrongs[0]:
+        if all(_close(g, w[message]) for g, w in zip(got.values(), wrongs)):
+            return [message]
+    name = next(n for n in cases if not _close(got[n], want[n]))
+    if "fractions" in name:
+        return [f"on {name} your grade is {got[name]:.2f}, on the same matrix in pixel counts "
+                f"{got['a matrix where every class occurs']:.2f}: IoU is a ratio, so the grade "
+                "depends only on the proportions (an integer division, or a conversion to "
+                "integers, loses them)"]
+    return [f"on {name} your grade is {got[name]:.2f}; by the rule it is {want[name]:.2f}"]
 
-    _run(7, "IoU and Dice", problems)
+
+def check_grade(grade_function):
+    """Check exercise 7: the grade from a confusion matrix, as the grader computes it, on
+    matrices for each edge case (a perfect model, background everywhere, a digit absent from
+    truth and prediction, a digit only predicted, fractions instead of counts)."""
+    _run(7, "the grade", lambda: _grade_problems(grade_function))

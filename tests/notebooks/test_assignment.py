@@ -126,9 +126,10 @@ def test_the_student_notebook_runs_and_every_check_says_what_is_missing():
     nb = nbformat.read(STUDENT, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
                    resources={"metadata": {"path": str(STUDENT.parent)}}).execute()
-    checks = [c for c in nb.cells if c.cell_type == "code" and "assignment.check_" in c.source]
+    checks = [c for c in nb.cells if c.cell_type == "code" and "assignment.check_" in c.source
+              and "check_training" not in c.source]
     outputs = ["".join(o.get("text", "") for o in c.outputs) for c in checks]
-    expected = [assignment.NOT_WRITTEN] * 4 + ["loss is None", "history is None",
+    expected = [assignment.NOT_WRITTEN] * 4 + ["loss is None", "early_stopping is None",
                                                assignment.NOT_WRITTEN]
     assert len(outputs) == len(expected) == 7
     for number, (out, message) in enumerate(zip(outputs, expected), start=1):
@@ -138,6 +139,9 @@ def test_the_student_notebook_runs_and_every_check_says_what_is_missing():
     errors = [i for i, c in enumerate(code) if any(o.output_type == "error" for o in c.outputs)]
     first_check = code.index(checks[0])
     assert errors and errors[0] > first_check  # everything up to the first check runs cleanly
+    # The training is given code: with no model to train, its check finds no history.
+    training = next(c for c in code if "check_training" in c.source)
+    assert [o.ename for o in training.outputs if o.output_type == "error"] == ["NameError"]
 
 
 # --- The solution's functions and their wrong variants ------------------------------------
@@ -155,8 +159,26 @@ def namespace():
 @pytest.fixture(scope="module")
 def reference(sources):
     """The solution notebook's exercise functions, defined from its cells."""
-    names = ["pixel_weights", "conv_block", "encoder", "fcn8_decoder", "iou_and_dice"]
+    names = ["pixel_weights", "conv_block", "encoder", "fcn8_decoder", "grade_from_confusion"]
     return notebook_code.define("\n\n".join(sources[n] for n in names), namespace())
+
+
+PATIENCE = 8
+
+
+@pytest.fixture(scope="module")
+def early_stopping_cell(solution):
+    """The source of the solution's exercise 6 cell, which creates ``early_stopping``."""
+    return next(c.source for c in solution.cells if c.cell_type == "code" and START in c.source
+                and "early_stopping = " in c.source)
+
+
+def solution_early_stopping(cell, old=None, new=None):
+    """Run the solution's exercise 6 cell (changed: ``old`` replaced by ``new``); return its callback."""
+    if old is not None:
+        assert old in cell, old
+        cell = cell.replace(old, new)
+    return notebook_code.define(cell, {"keras": keras, "PATIENCE": PATIENCE})["early_stopping"]
 
 
 def variant(sources, name, old, new, base=None):
@@ -181,7 +203,12 @@ def test_the_solution_passes_every_check(reference, capsys):
     assert run_check(assignment.check_conv_block, r["conv_block"], capsys=capsys)[0]
     assert run_check(assignment.check_encoder, r["encoder"], capsys=capsys)[0]
     assert run_check(assignment.check_decoder, r["fcn8_decoder"], r["encoder"], capsys=capsys)[0]
-    assert run_check(assignment.check_iou_and_dice, r["iou_and_dice"], capsys=capsys)[0]
+    assert run_check(assignment.check_grade, r["grade_from_confusion"], capsys=capsys)[0]
+
+
+def test_the_solutions_early_stopping_passes(early_stopping_cell, capsys):
+    assert run_check(assignment.check_early_stopping, solution_early_stopping(early_stopping_cell),
+                     PATIENCE, capsys=capsys)[0]
 
 
 def not_written(*args, **kwargs):
@@ -191,7 +218,7 @@ def not_written(*args, **kwargs):
 @pytest.mark.parametrize("check, args", [
     (assignment.check_pixel_weights, ()), (assignment.check_conv_block, ()),
     (assignment.check_encoder, ()), (assignment.check_decoder, (not_written,)),
-    (assignment.check_iou_and_dice, ()),
+    (assignment.check_grade, ()),
 ])
 def test_a_placeholder_is_reported_as_not_written(check, args, capsys):
     ok, out = run_check(check, not_written, *args, capsys=capsys)
@@ -284,11 +311,23 @@ def encoder_variant(sources, reference, old, new):
 
 @pytest.mark.parametrize("old, new, message", [
     (PAD, "x = image", "reaches the first convolution at 64x84, unpadded"),
-    (PAD, "x = layers.ZeroPadding2D(((0, 0), (3, 3)))(image)", "the padded image is 64x90"),
-    (PAD, "x = layers.ZeroPadding2D(((6, 6), (6, 6)))(image)", "the padded image is 76x96"),
+    (PAD, "x = layers.ZeroPadding2D(((0, 0), (3, 3)))(image)",
+     "your padded image is 64x90: 90 is not a multiple of 32"),
+    (PAD, "x = layers.ZeroPadding2D(((6, 6), (6, 6)))(image)",
+     "your padded image is 76x96: 76 is not a multiple of 32"),
     (PAD, "x = layers.ZeroPadding2D((6, 0))(image)", "your padding adds 6 top, 6 bottom"),
-    (PAD, "x = layers.ZeroPadding2D(((0, 0), (22, 22)))(image)", "pad as little as possible"),
-    (PAD, "x = layers.ZeroPadding2D(((16, 16), (6, 6)))(image)", "pad as little as possible"),
+    (PAD, "x = layers.ZeroPadding2D(((0, 0), (22, 22)))(image)", "it is padded more than they need"),
+    (PAD, "x = layers.ZeroPadding2D(((16, 16), (6, 6)))(image)", "it is padded more than they need"),
+    (PAD, "x = keras.ops.pad(image, ((0, 0), (0, 0), (3, 3), (0, 0)))",
+     "your padded image is 64x90: 90 is not a multiple of 32"),
+    (PAD, 'x = keras.ops.pad(image, ((0, 0), (0, 0), (6, 6), (0, 0)), mode="reflect")',
+     "but not by adding zeros around it"),
+    (PAD, "x = layers.Lambda(lambda t: keras.ops.pad(t, ((0, 0), (0, 0), (6, 6), (0, 0))))(image)",
+     "your encoder holds a Lambda layer"),
+    ("x = conv_block(x, 32)", "x = conv_block(x, 32, kernel_size=5)",
+     "the encoder has convolutions with 5x5 kernels; the exercise fixes 3x3"),
+    ("pool5 = conv_block(pool4, 256)", "pool5 = conv_block(pool4, 256, kernel_size=1)",
+     "the encoder has convolutions with 1x1 kernels"),
     (PAD, "x = layers.Resizing(64, 96)(image)", "but not by adding zeros around it"),
     (PAD + "\n    x = conv_block(x, 32)",
      "x = conv_block(image, 32)\n    x = layers.ZeroPadding2D(((0, 0), (3, 3)))(x)", "unpadded"),
@@ -301,6 +340,17 @@ def test_encoder_check_names_the_mistake(sources, reference, old, new, message, 
     broken = encoder_variant(sources, reference, old, new)
     ok, out = run_check(assignment.check_encoder, broken, capsys=capsys)
     assert not ok and message in out, out
+
+
+@pytest.mark.parametrize("new", [
+    "x = image",
+    "x = layers.ZeroPadding2D(((0, 0), (3, 3)))(image)",
+    "x = layers.ZeroPadding2D(((0, 0), (22, 22)))(image)",
+    "x = layers.ZeroPadding2D(((32, 32), (22, 22)))(image)",
+])
+def test_the_encoder_check_never_names_the_size_to_pad_to(sources, reference, new, capsys):
+    ok, out = run_check(assignment.check_encoder, encoder_variant(sources, reference, PAD, new), capsys=capsys)
+    assert not ok and "96" not in out and "smallest" not in out, out
 
 
 def test_encoder_check_says_when_the_features_come_back_in_the_wrong_order(reference, capsys):
@@ -332,6 +382,7 @@ def test_encoder_padding_reads_an_encoder_already_built_and_does_not_build_it_ag
     "x = layers.ZeroPadding2D(((0, 0), (0, 12)))(image)",  # the original assignment's choice
     "x = layers.ZeroPadding2D(((0, 0), (12, 0)))(image)",
     "x = layers.ZeroPadding2D((0, 6))(image)",  # the (rows, columns) shorthand
+    "x = keras.ops.pad(image, ((0, 0), (0, 0), (6, 6), (0, 0)))",  # an operation, not a layer
 ])
 def test_any_padding_to_64_by_96_passes_the_encoder_check(sources, reference, new, capsys):
     assert run_check(assignment.check_encoder, encoder_variant(sources, reference, PAD, new),
@@ -364,6 +415,15 @@ SOFTMAX = 'outputs = layers.Activation("softmax")(x)'
     ("4, strides=2, padding=\"same\", use_bias=False)(pool5)", "4, strides=4, padding=\"same\", use_bias=False)(pool5)",
      "an Add needs both inputs at the same size"),
     (FINAL_UP, "layers.Conv2DTranspose(n_classes, 4, strides=8", "do not depend on the input at all"),
+    (CROP, "x = x[:, :, :-12, :]", "comes back moved 6 columns right"),
+    (CROP, "x = x[:, :, 6:-6, :] * 2.0", "the scores are changed, not cropped"),
+    (CROP, "x = layers.Lambda(lambda t: t[:, :, 6:-6, :])(x)",
+     "your decoder holds a Lambda layer, a Python function: the grader refuses such a model"),
+    ("layers.Conv2D(n_classes, 1)(pool4)", 'layers.Conv2D(n_classes, 3, padding="same")(pool4)',
+     "a score layer is a 3x3 convolution; the exercise fixes 1x1"),
+    ('use_bias=False)(pool5)', 'use_bias=True)(pool5)', "Conv2DTranspose 1 of the decoder has a bias"),
+    (FINAL_UP + ', padding="same", use_bias=False)', FINAL_UP + ', padding="same")',
+     "Conv2DTranspose 3 of the decoder has a bias"),
     (FINAL_UP + ', padding="same", use_bias=False)(x)', "layers.UpSampling2D(8)(x)",
      "upsample with Conv2DTranspose layers"),
     ("layers.Conv2DTranspose(n_classes, 16", "layers.Conv2DTranspose(11, 16",
@@ -393,12 +453,68 @@ def test_the_crop_must_undo_the_encoders_own_padding(sources, reference, pad, cr
 
 @pytest.mark.parametrize("old, new", [
     (FINAL_UP, "layers.Conv2DTranspose(n_classes, 8, strides=8"),  # the original assignment's
+    ("n_classes, 4, strides=2", "n_classes, 3, strides=2"),  # 3x3: no holes, the brief allows it
+    ("n_classes, 4, strides=2", "n_classes, 2, strides=2"),  # the kernel as large as the stride
+    (CROP, "x = x[:, :, 6:-6, :]"),  # cropping by slicing: the grader accepts the operation
     ("layers.Conv2D(n_classes, 1)(pool4)", 'layers.Conv2D(n_classes, 1, activation="relu")(pool4)'),
     (CROP + "\n    " + SOFTMAX, 'x = layers.Activation("softmax")(x)\n    outputs = layers.Cropping2D(((0, 0), (6, 6)))(x)'),
 ])
 def test_decoders_written_another_way_pass(sources, reference, old, new, capsys):
     decoder = variant(sources, "fcn8_decoder", old, new)
     assert run_check(assignment.check_decoder, decoder, reference["encoder"], capsys=capsys)[0]
+
+
+class OwnCrop(layers.Layer):
+    """A crop written as a layer class of one's own: the grader refuses classes from outside Keras."""
+
+    def call(self, x):
+        return x[:, :, 6:-6, :]
+
+
+def test_a_crop_layer_of_ones_own_class_is_refused_as_the_grader_refuses_it(sources, reference, capsys):
+    decoder = variant(sources, "fcn8_decoder", CROP, "x = OwnCrop()(x)",
+                      base={**namespace(), "OwnCrop": OwnCrop})
+    ok, out = run_check(assignment.check_decoder, decoder, reference["encoder"], capsys=capsys)
+    assert not ok and "a layer of its own class (OwnCrop" in out and "grader refuses" in out, out
+
+
+@pytest.mark.parametrize("crop, refused", [
+    ("x = x[:, :, 6:-6, :]", False),
+    ("x = layers.Lambda(lambda t: t[:, :, 6:-6, :])(x)", True),
+    ("x = OwnCrop()(x)", True),
+])
+def test_the_decoder_check_refuses_what_the_grader_refuses(sources, reference, crop, refused, tmp_path):
+    # The check scans the model's configuration as the grader (grader.safety) scans a saved file.
+    from grader import safety
+    from helpers.grading import InvalidSubmission
+
+    decoder = variant(sources, "fcn8_decoder", CROP, crop, base={**namespace(), "OwnCrop": OwnCrop})
+    model = assignment._decoder_model(decoder, 11)
+    model.save(tmp_path / "decoder.keras")
+    try:
+        safety.read_configuration(tmp_path / "decoder.keras")
+        grader_refuses = False
+    except InvalidSubmission:
+        grader_refuses = True
+    assert grader_refuses == refused == bool(assignment._code_in(model))
+
+
+def test_the_encoder_check_refuses_what_the_grader_refuses(sources, reference, tmp_path):
+    from grader import safety
+    from helpers.grading import InvalidSubmission
+
+    for pad, refused in [("x = keras.ops.pad(image, ((0, 0), (0, 0), (6, 6), (0, 0)))", False),
+                         ("x = layers.Lambda(lambda t: keras.ops.pad(t, ((0, 0), (0, 0), (6, 6), (0, 0))))(image)", True)]:
+        encoder = encoder_variant(sources, reference, PAD, pad)
+        inputs = keras.Input((64, 84, 1))
+        model = keras.Model(inputs, encoder(inputs)[0])
+        model.save(tmp_path / "encoder.keras")
+        try:
+            safety.read_configuration(tmp_path / "encoder.keras")
+            grader_refuses = False
+        except InvalidSubmission:
+            grader_refuses = True
+        assert grader_refuses == refused == bool(assignment._code_in(model)), pad
 
 
 def test_the_original_assignments_valid_upsampling_with_crops_passes(reference, capsys):
@@ -465,7 +581,60 @@ def test_compile_check(schedule, loss, optimizer, metric_list, message, capsys):
         assert "optimizer is None" in out and "metric_list is None" in out
 
 
-# Exercise 6: training.
+# Exercise 6: early stopping, a decision.
+ES = 'monitor="val_mean_iou", mode="max",'
+
+
+@pytest.mark.parametrize("old, new, message", [
+    (None, None, None),
+    (ES, 'monitor="val_mean_iou", mode="auto",', None),  # Keras reads MeanIoU's direction: up
+    (ES, 'monitor="val_mean_iou",', None),  # mode's default is "auto"
+    (ES, 'monitor="val_loss", mode="min",', "monitor='val_loss' judges each epoch by the cross-entropy"),
+    (ES, 'monitor="val_loss",', "monitor='val_loss'"),
+    (ES, 'monitor="val_accuracy", mode="max",', "a model that answers background everywhere already gets about 94 %"),
+    (ES, 'monitor="mean_iou", mode="max",', "monitor='mean_iou' watches the training images"),
+    (ES, 'monitor="loss", mode="min",', "monitor='loss' watches the training images"),
+    (ES, 'monitor="val_iou", mode="max",', "not a quantity the training logs"),
+    (ES, 'monitor="val_mean_iou", mode="min",', "mode='min' takes a falling mean IoU for an improvement"),
+    ("restore_best_weights=True", "restore_best_weights=False", "restore_best_weights is off"),
+    (", restore_best_weights=True", "", "restore_best_weights is off"),
+    ("patience=PATIENCE", "patience=3", "patience=3: the parameters cell sets PATIENCE = 8"),
+    ("restore_best_weights=True", "restore_best_weights=True, baseline=0.5", "leave baseline"),
+])
+def test_early_stopping_check_says_what_the_choice_would_do(early_stopping_cell, old, new, message, capsys):
+    callback = solution_early_stopping(early_stopping_cell, old, new)
+    ok, out = run_check(assignment.check_early_stopping, callback, PATIENCE, capsys=capsys)
+    assert ok == (message is None) and (message is None or message in out), out
+
+
+@pytest.mark.parametrize("value, message", [
+    (None, "early_stopping is None"),
+    (keras.callbacks.ModelCheckpoint("model.keras"), "a ModelCheckpoint, not a keras.callbacks.EarlyStopping"),
+])
+def test_early_stopping_check_wants_an_early_stopping_callback(value, message, capsys):
+    ok, out = run_check(assignment.check_early_stopping, value, PATIENCE, capsys=capsys)
+    assert not ok and message in out, out
+
+
+def test_the_early_stopping_messages_never_name_the_answer(early_stopping_cell, capsys):
+    for old, new in [(ES, 'monitor="val_loss", mode="min",'), (ES, 'monitor="loss", mode="min",'),
+                     (ES, 'monitor="val_accuracy", mode="max",')]:
+        callback = solution_early_stopping(early_stopping_cell, old, new)
+        out = run_check(assignment.check_early_stopping, callback, PATIENCE, capsys=capsys)[1]
+        assert "val_mean_iou" not in out and "'max'" not in out, out
+
+
+def test_mode_auto_finds_the_mean_ious_direction_as_the_check_assumes():
+    # The check accepts mode="auto" for val_mean_iou: Keras takes the direction from the metric.
+    model = keras.Sequential([keras.Input((4, 4, 1)), layers.Conv2D(3, 1, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=[keras_metrics.mean_iou_metric(3)])
+    x, y = np.zeros((2, 4, 4, 1), "float32"), np.zeros((2, 4, 4), "int64")
+    callback = keras.callbacks.EarlyStopping(monitor="val_mean_iou", patience=1)
+    model.fit(x, y, validation_data=(x, y), epochs=1, callbacks=[callback], verbose=0)
+    assert callback.monitor_op is keras.ops.greater
+
+
+# The training, given code, checked at work.
 EPOCHS, STEPS = 30, 250
 
 
@@ -529,6 +698,52 @@ def test_training_check_finds_validation_on_other_data_than_val_ds(capsys):
         assert ok == (message is None) and (message is None or message in out), out
 
 
+def small_m2nist(count=48):
+    """A few quick-mode M2NIST images, scaled, with their labels and the recipe's weights."""
+    from helpers import synthetic
+
+    images, labels = synthetic.m2nist_arrays(count, seed=3)
+    weights = np.where(labels == m2nist.BACKGROUND, 1.0, 10.0).astype("float32")
+    return m2nist.scale_images(images), labels.astype("int64"), weights
+
+
+def test_training_check_finds_a_training_that_ignored_the_weights(capsys):
+    # The data carries the weights, but model.fit was given the images and labels alone: the
+    # History looks complete, yet its training loss is the unweighted one.
+    from helpers import datasets
+
+    images, labels, weights = small_m2nist()
+    train_ds = datasets.make_m2nist_dataset(images[:32], labels[:32], 8, weights=weights[:32])
+    val_ds = datasets.make_m2nist_dataset(images[32:], labels[32:], 8)
+    for weighted in (True, False):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((64, 84, 1)), layers.Conv2D(8, 3, padding="same", activation="relu"),
+                                  layers.Conv2D(11, 1, activation="softmax")])
+        model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy",
+                      metrics=[keras_metrics.mean_iou_metric(11)])
+        data = train_ds if weighted else train_ds.map(lambda x, y, w: (x, y))
+        callbacks = [keras.callbacks.EarlyStopping(monitor="val_mean_iou", mode="max", patience=5,
+                                                   restore_best_weights=True)]
+        history = model.fit(data, validation_data=val_ds, epochs=3, callbacks=callbacks, verbose=0)
+        out = run_check(assignment.check_training, history, callbacks, 3, 4, val_ds, train_ds,
+                        capsys=capsys)[1]
+        # (A model this small may not learn the digits in 3 epochs: only the weights are judged.)
+        assert ("ignored the per-pixel weights" in out) == (not weighted), out
+
+
+def test_training_check_wants_the_weights_in_train_ds(capsys):
+    from helpers import datasets
+
+    images, labels, _ = small_m2nist(16)
+    unweighted = datasets.make_m2nist_dataset(images, labels, 8)
+    model = keras.Sequential([keras.Input((64, 84, 1)), layers.Conv2D(11, 1, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    history = model.fit(unweighted, epochs=1, verbose=0)
+    history.history["val_loss"] = [1.0]  # as if validated
+    ok, out = run_check(assignment.check_training, history, [], 1, 2, None, unweighted, capsys=capsys)
+    assert not ok and "train_ds holds (images, labels) without the per-pixel weights" in out, out
+
+
 def test_training_check_reads_a_real_fit():
     # The check relies on what Keras records: History.params and each callback's model.
     model = keras.Sequential([keras.Input((2,)), layers.Dense(1)])
@@ -542,55 +757,60 @@ def test_training_check_reads_a_real_fit():
     assert other[0].model is not model.fit(x, y, epochs=1, verbose=0).model
 
 
-# Exercise 7: IoU and Dice.
-TP = "tp = np.diag(cm)"
-FP = "fp = cm.sum(axis=0) - tp"
-FN = "fn = cm.sum(axis=1) - tp"
-IOU = "iou = tp / (tp + fp + fn)"
-DICE = "dice = 2 * tp / (2 * tp + fp + fn)"
+# Exercise 7: the grade, from a confusion matrix.
+IOU = "iou = tp / union"
+GRADE = "grade = 10 * np.nansum(iou[:10])"
+UNION = "union = cm.sum(axis=0) + cm.sum(axis=1) - tp"
 
 
 @pytest.mark.parametrize("old, new, message", [
-    (IOU, "iou = tp / (tp + fp + fn + tp)", "the true positives are counted twice"),
-    (FP + "  #", "fp = cm.sum(axis=0)  #", "the true positives are counted twice"),
-    (IOU, "iou = tp / (tp + fp + fn + 2 * tp)", "FP and FN must leave out the diagonal"),
-    (IOU, "iou = tp / (tp + fn)", "the recall"),
-    (IOU, "iou = tp / (tp + fp)", "the precision"),
-    (DICE, "dice = tp / (2 * tp + fp + fn)", "the 2 of the numerator is missing"),
-    (DICE, "dice = 2 * tp / (tp + fp + fn)", "the denominator is 2 TP + FP + FN"),
-    (DICE, "dice = tp / (tp + fp + fn)", "your Dice is the IoU"),
-    (IOU, "iou = tp / np.maximum(tp + fp + fn, 1)", "make it NaN"),
-    (IOU, "iou = np.where(cm.sum(axis=1) == 0, np.nan, tp / (tp + fp + fn))", "gets IoU NaN; it scores 0"),
-    (IOU, "iou = tp // (tp + fp + fn)", "class 0: IoU 0.0000, expected 0.8000"),
-    (TP, "tp = np.trace(cm)", "class 0: IoU"),
-    (IOU + "\n        " + DICE, DICE + "\n        " + IOU + "\n        iou, dice = dice, iou", "IoU and Dice are swapped"),
-    (IOU, "iou = np.nanmean(tp / (tp + fp + fn))", "need one value per class"),
-    (TP, "tp = np.diag(cm).copy()\n    np.fill_diagonal(cm, 0)\n    cm = cm + np.diag(tp)", "changed the confusion matrix"),
+    (GRADE, "grade = 10 * np.nansum(iou)", "your grade counts the background too"),
+    (GRADE, "grade = 10 * np.nansum(iou[1:])", "leaves out digit 0 and counts the background"),
+    (GRADE, "grade = np.nanmean(iou[:10])", "the mean IoU of the digits, between 0 and 1"),
+    (GRADE, "grade = 10 * np.nanmean(iou[:10])", "by the rule it is 100.00"),
+    (GRADE, "grade = np.nansum(iou[:10])", "the sum of the digits' IoUs, at most 10"),
+    (GRADE, "grade = 10 * np.sum(iou[:10])", "your grade is NaN when a digit neither occurs nor is predicted"),
+    (GRADE, "grade = 100 * np.nanmean(iou[:10])", "leaves it out and scales the other digits up to 100"),
+    (GRADE, "grade = 10 * np.nansum(np.where(np.isnan(iou), 1.0, iou)[:10])", "as a perfect IoU of 1"),
+    (IOU, "iou = 2 * tp / (union + tp)", "Dice coefficients"),
+    (IOU, "iou = tp / cm.sum(axis=1)", "TP / (TP + FN): the false positives"),
+    (IOU, "iou = tp / cm.sum(axis=0)", "TP / (TP + FP): the false negatives"),
+    (UNION, "union = cm.sum(axis=0) + cm.sum(axis=1)", "counts the true positives twice"),
+    ("tp = np.diag(cm)", "tp = cm.sum(axis=0)", "on a matrix where every class occurs your grade is"),
+    ("cm = np.asarray(cm, dtype=np.float64)", "cm = np.asarray(cm).astype(np.int64)",
+     "given as fractions of the pixels"),
+    (IOU, "iou = tp // union", "on a matrix where every class occurs your grade is 0.00"),
+    (GRADE, GRADE + "\n    return iou[:10]", "returned 10 numbers"),
+    ("tp = np.diag(cm)", "tp = np.diag(cm).copy()\n    np.fill_diagonal(cm, 0)\n    cm = cm + np.diag(tp)",
+     "changed the confusion matrix"),
 ])
-def test_iou_and_dice_check_names_the_mistake(sources, old, new, message, capsys):
-    broken = variant(sources, "iou_and_dice", old, new)
-    ok, out = run_check(assignment.check_iou_and_dice, broken, capsys=capsys)
+def test_grade_check_names_the_mistake(sources, old, new, message, capsys):
+    broken = variant(sources, "grade_from_confusion", old, new)
+    ok, out = run_check(assignment.check_grade, broken, capsys=capsys)
     assert not ok and message in out, out
 
 
-def test_iou_and_dice_must_return_both(sources, capsys):
-    ok, out = run_check(assignment.check_iou_and_dice, lambda cm: metrics.iou_per_class(cm), capsys=capsys)
-    assert not ok and "must return (iou, dice)" in out, out
+@pytest.mark.parametrize("old, new", [
+    (GRADE, "grade = 10 * np.sum(np.nan_to_num(iou[:10]))"),
+    (GRADE, "grade = 10 * sum(v for v in iou[:10] if v == v)"),
+    (IOU, "iou = np.divide(tp, union, out=np.zeros_like(tp), where=union > 0)"),
+    (IOU, "iou = metrics.iou_per_class(cm)"),  # the course's own IoU: the rule is the exercise
+    ("tp = np.diag(cm)", "cm = cm.T\n    tp = np.diag(cm)"),  # IoU is the same both ways round
+])
+def test_grades_written_another_way_pass(sources, old, new, capsys):
+    fixed = variant(sources, "grade_from_confusion", old, new, base={**namespace(), "metrics": metrics})
+    assert run_check(assignment.check_grade, fixed, capsys=capsys)[0]
 
 
-def test_swapping_fp_and_fn_is_no_mistake_for_iou_and_dice(sources, capsys):
-    # Both formulas are symmetric in FP and FN: a learner who takes FP from the rows and FN
-    # from the columns gets the right IoU and Dice, and the check must not fail them.
-    source = sources["iou_and_dice"]
-    assert FP in source and FN in source
-    swapped = source.replace(FP, "fp = cm.sum(axis=1) - tp").replace(FN, "fn = cm.sum(axis=0) - tp")
-    swapped = notebook_code.define(swapped, namespace())["iou_and_dice"]
-    assert run_check(assignment.check_iou_and_dice, swapped, capsys=capsys)[0]
+def test_the_grade_check_uses_the_graders_rule():
+    from helpers import grading
 
-
-def test_the_iou_example_of_the_text_is_what_helpers_metrics_computes():
-    np.testing.assert_allclose(metrics.iou_per_class(assignment.IOU_EXAMPLE), assignment.IOU_EXPECTED)
-    np.testing.assert_allclose(metrics.dice_per_class(assignment.IOU_EXAMPLE), assignment.DICE_EXPECTED)
+    for name, cm in assignment._grade_cases().items():
+        scores = metrics.Scores.from_confusion(cm)
+        assert assignment._rule(cm) == grading.grade(scores), name
+    cases = assignment._grade_cases()
+    assert assignment._rule(cases["a perfect model's matrix"]) == 100
+    assert assignment._rule(cases["the matrix of a model that answers background everywhere"]) == 0
 
 
 # --- Reporting the learner's own exceptions ------------------------------------------------
