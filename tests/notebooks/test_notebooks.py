@@ -75,12 +75,16 @@ def test_badges_point_at_this_notebook_in_this_repository(nb):
                                             ("02_unet_pets.ipynb", "unet"),
                                             ("03_mask_rcnn_tfhub.ipynb", "mask_rcnn")])
 def test_each_lesson_shows_its_figure_and_links_it_for_colab(notebook, name):
-    # The markdown shows the committed PNG (GitHub's viewer, JupyterLab, offline); Colab loads
-    # no file beside the notebook, so the caption links the same file in this repository.
+    # Colab loads no picture beside the notebook: the markdown shows the committed PNG by its
+    # absolute URL in this repository (GitHub and Colab alike), derived from the repository URL
+    # as the badges are, and links the file beside the notebook for offline reading.
+    owner_repo = REPO_URL.removeprefix("https://github.com/")
+    raw = f"https://raw.githubusercontent.com/{owner_repo}/main/notebooks/figures/{name}.png"
     nb = nbformat.read(REPO_DIR / "notebooks" / notebook, as_version=4)
-    shown = [c.source for c in nb.cells if c.cell_type == "markdown" and f"](figures/{name}.png)" in c.source]
+    shown = [c.source for c in nb.cells if c.cell_type == "markdown" and f"]({raw})" in c.source]
     assert len(shown) == 1 and (REPO_DIR / "notebooks" / "figures" / f"{name}.png").is_file()
-    assert f"]({REPO_URL}/blob/main/notebooks/figures/{name}.png)" in shown[0]
+    assert shown[0].lstrip().startswith("#") and f"![" in shown[0]
+    assert f"](figures/{name}.png)" in shown[0]  # offline
 
 
 def test_no_shell_downloads_installs_or_tmp_paths(nb):
