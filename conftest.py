@@ -67,7 +67,8 @@ def pytest_configure(config):
 
 # Tests grouped by what they test: tests/learner (the helpers package), tests/grading (the
 # grader), tests/notebooks (the lessons run end to end, and their code). The notebooks' group
-# is marked, so that `pytest -m "not notebooks"` gives a fast tier.
+# is marked `notebooks` and `slow`; the other slow tests carry `slow` themselves, so that
+# `pytest -m "not slow"` is the fast tier.
 NOTEBOOK_GROUPS = ("tests/notebooks",)
 
 
@@ -77,6 +78,9 @@ def pytest_collection_modifyitems(config, items):
         where = Path(item.path).resolve().relative_to(root).as_posix()
         if any(where == g or where.startswith(g + "/") for g in NOTEBOOK_GROUPS):
             item.add_marker(pytest.mark.notebooks)
+            item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("long") and os.environ.get("COURSE_LONG_TESTS") != "1":
+            item.add_marker(pytest.mark.skip(reason="minutes long; COURSE_LONG_TESTS=1 runs it"))
 
 
 def pytest_unconfigure(config):

@@ -42,12 +42,12 @@ def is_student_notebook(path):
 
 
 def strip_outputs(nb):
-    """Remove outputs and execution counts from every cell that nbval does not check."""
+    """Remove outputs and execution counts from every cell not tagged as checked (``CHECKED_TAG``)."""
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        # nbval treats a cell with outputs but no execution count as never run: checked
-        # cells keep a fixed count of 1, so re-running does not churn the file.
+        # Checked cells keep their outputs and a fixed count of 1 (a cell with outputs but no
+        # count reads as never run), so re-running does not churn the file.
         count = 1 if is_checked(cell) else None
         if count is None:
             cell.outputs = []

@@ -148,6 +148,7 @@ def feedback_summary(workflow, repo, tmp_path):
     return summary.read_text()
 
 
+@pytest.mark.slow
 def test_a_committed_model_is_graded_once_and_its_points_reported_with_feedback(workflow, tmp_path):
     from grading_models import GOOD_MODEL
 

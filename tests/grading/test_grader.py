@@ -446,6 +446,7 @@ def graded(pool, names):
     return verdicts
 
 
+@pytest.mark.slow
 def test_a_crash_a_hang_or_running_out_of_memory_costs_only_that_files_verdict(tmp_path):
     names = ["a", "b-crash", "c", "d-hang", "e", "f-oom", "g"]
     pool = stand_in_pool(tmp_path, jobs=2, timeout=1)
@@ -513,6 +514,7 @@ def test_the_grader_is_a_package_of_its_own_that_imports_helpers_and_never_the_r
         "grading.py": ["    from grader.cli import main  # the one place the learner package names the grader"]}
 
 
+@pytest.mark.slow
 def test_the_graders_main_process_never_imports_tensorflow_only_its_workers_do(tmp_path):
     from grading_models import GOOD_MODEL
 

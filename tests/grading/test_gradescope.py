@@ -5,8 +5,8 @@ against a scratch folder standing for ``/autograder`` (``AUTOGRADER_ROOT``), wit
 checkout's virtual environment standing for the one ``setup.sh`` makes (``GRADER_VENV``),
 on uploads a learner could make: a trained model, several files, none, a zip, a corrupt
 file, a Lambda layer, a zip bomb. ``setup.sh`` is checked on its own (its pins are
-requirements.txt's), and once for real, into a fresh virtual environment, by the slow test
-(COURSE_SLOW=1).
+requirements.txt's), and once for real, into a fresh virtual environment, by a long test
+(COURSE_LONG_TESTS=1).
 """
 
 import json
@@ -248,6 +248,7 @@ def graded_trained(bundle, tmp_path_factory):
     return run_autograder(bundle, tmp_path_factory.mktemp("trained"), {"model.keras": GOOD_MODEL})
 
 
+@pytest.mark.slow
 def test_a_trained_model_gets_its_grade_as_score_with_feedback_and_the_test_set(graded_trained, private_set):
     results, log = graded_trained
     (counted,) = results["extra_data"]["files"]
@@ -268,6 +269,7 @@ def test_a_trained_model_gets_its_grade_as_score_with_feedback_and_the_test_set(
     assert re.search(r"Grader code: \S+/root/source/course/grader", log), log
 
 
+@pytest.mark.slow
 def test_several_files_are_graded_as_one_students_the_best_counting_within_bounded_memory(
         bundle, graded_trained, tmp_path):
     import keras
@@ -391,11 +393,9 @@ def test_when_the_grader_itself_fails_the_learner_still_gets_results_saying_so(b
 
 
 # ---------------------------------------------------------------------------------------
-# setup.sh for real (slow: it installs TensorFlow)
+# setup.sh for real (it installs TensorFlow: minutes, and the package registry)
 
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("COURSE_SLOW") != "1",
-                    reason="installs TensorFlow into a fresh virtual environment; COURSE_SLOW=1 runs it")
+@pytest.mark.long  # installs TensorFlow into a fresh virtual environment
 def test_setup_sh_builds_an_environment_that_grades_a_submission(bundle, tmp_path):
     from grading_models import GOOD_MODEL
 

@@ -149,6 +149,7 @@ def test_score_model_uses_the_course_predict_labels(monkeypatch):
     assert scores.confusion[m2nist.BACKGROUND, 7] == labels.size
 
 
+@pytest.mark.slow
 def test_a_good_model_passes_with_exit_0_and_a_json_verdict(good_model):
     path, value = good_model
     done = grade_cli(path)
@@ -170,6 +171,7 @@ def test_a_good_model_passes_with_exit_0_and_a_json_verdict(good_model):
     assert all(0 < verdict["dice"][d] <= 1 for d in verdict["dice"])
 
 
+@pytest.mark.slow
 def test_an_untrained_model_fails_with_exit_1_on_the_archive_url_names(
         untrained_model, other_m2nist, tmp_path):
     out = tmp_path / "verdict.json"
@@ -263,6 +265,7 @@ def test_a_wrong_input_shape_is_invalid(tmp_path):
         scoring.load_submission(tmp_path / "rgb.keras")
 
 
+@pytest.mark.slow
 def test_a_folder_is_graded_into_a_csv_with_one_row_per_submission(
         good_model, untrained_model, lambda_model, bombs, tmp_path):
     folder = tmp_path / "class"
@@ -637,6 +640,7 @@ def test_pyproject_floors_keras_where_the_grader_does_and_lists_the_runtime_pack
     assert all("==" not in str(spec) for spec in requirements.values())
 
 
+@pytest.mark.slow
 def test_a_submission_that_takes_too_long_gets_a_verdict_not_a_hang(untrained_model, tmp_path):
     folder = tmp_path / "slow"
     folder.mkdir()
@@ -722,6 +726,7 @@ def test_an_upper_case_keras_extension_is_a_keras_file(untrained_model, tmp_path
         scoring.check_before_loading(shouting.rename(tmp_path / "model.h5"))
 
 
+@pytest.mark.slow
 def test_files_declaring_gigabytes_are_refused_quickly_within_bounded_memory(bombs, tmp_path):
     declared = {"weights": 3.8 * GIB, "config": 4 * 2 * (1 << 36), "zip": 3900 << 20}
     folder = tmp_path / "class"
@@ -758,6 +763,7 @@ def test_files_declaring_gigabytes_are_refused_quickly_within_bounded_memory(bom
         assert used["peak_since_file_start"] and used["peak_rss_mib"] - used["rss_before_mib"] < 64, used
 
 
+@pytest.mark.slow
 def test_a_file_that_needs_gigabytes_to_run_is_stopped_by_the_memory_limit_graded_alone(tmp_path):
     # The file: 0.4 MB, passes every size check, took 6.7 GB to grade without a bound.
     path = bomb_files.wide_conv(tmp_path / "wide.keras", 8192)
@@ -839,6 +845,7 @@ def rows_of(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_a_class_from_canvas_and_moodle_gets_one_row_per_student_the_same_with_any_jobs(
         good_model, untrained_model, private_test_set, tmp_path, capsys):
     folder = tmp_path / "class"

@@ -309,6 +309,7 @@ def test_a_config_entry_over_two_mib_is_refused(plain, folder):
         safety.read_configuration(path)
 
 
+@pytest.mark.slow
 def test_a_deep_model_of_small_layers_passes(folder):
     # HDF5 keeps about 3.7 KB of bookkeeping per layer: 300 small layers' file is mostly that.
     x = inputs = keras.Input((64, 84, 1))

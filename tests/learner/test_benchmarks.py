@@ -3,8 +3,11 @@
 import sys
 
 import numpy as np
+import pytest
 
 from benchmarks import common, fcn_family, iterators, mask_rcnn, memory, notebooks, pipeline, training
+
+pytestmark = pytest.mark.slow  # each runs a benchmark's code path: seconds, not milliseconds
 
 
 def test_pipeline_benchmark_compares_like_for_like_batches(capsys, monkeypatch):
@@ -54,15 +57,22 @@ def test_notebook_benchmark_reads_times_and_memory(tmp_path):
     junit = tmp_path / "junit.xml"
     junit.write_text(
         '<testsuites><testsuite>'
-        '<testcase file="notebooks/01_x.ipynb" name="Cell 0" time="1.5"/>'
-        '<testcase file="notebooks/01_x.ipynb" name="Cell 1" time="2.0"/>'
+        '<testcase file="tests/notebooks/test_lesson_01.py" name="run" time="150.5"/>'
+        '<testcase file="tests/notebooks/test_lesson_01_code.py" name="a" time="2.0"/>'
         '<testcase file="tests/test_a.py" name="t" time="0.25"/>'
+        '<testcase file="tests/test_a.py" name="u" time="0.5"/>'
         '</testsuite></testsuites>')
-    assert notebooks.times_by_file(junit) == {"notebooks/01_x.ipynb": 3.5, "tests/test_a.py": 0.25}
+    per_file = notebooks.times_by_file(junit)
+    assert per_file == {"tests/notebooks/test_lesson_01.py": 150.5,
+                        "tests/notebooks/test_lesson_01_code.py": 2.0, "tests/test_a.py": 0.75}
     code, wall, largest, _ = notebooks.run_measured(
         [sys.executable, "-c", "b = bytearray(50 * 2**20); b[::4096] = b'x' * len(b[::4096])"])
     assert code == 0 and wall > 0 and largest >= 50
-    assert "OVER 3 min" in notebooks.report(0, 700, 1, 1, {"notebooks/01_x.ipynb": 200.0})
+    text = notebooks.report(0, 300, 1, 1, per_file)
+    assert any(line.split()[:3] == ["test_lesson_01.py", "150", "ok"] for line in text.splitlines())
+    assert "met; suite <= 6 min: met" in text
+    text = notebooks.report(0, 400, 1, 1, {**per_file, "tests/notebooks/test_lesson_04.py": 200.0})
+    assert "NOT met: tests/notebooks/test_lesson_04.py" in text and "OVER the 6 min" in text
 
 
 def test_mask_rcnn_benchmark_scores_the_shipped_weights(capsys):

@@ -225,6 +225,7 @@ def test_split_pairs_refuses_when_nothing_can_be_held_out():
         datasets.split_pairs(pairs, 0.2)
 
 
+@pytest.mark.slow
 def test_quick_mode_generates_and_loads_offline_without_a_url(tmp_path, monkeypatch):
     monkeypatch.delenv("COURSE_CAMVID_URL", raising=False)
     root = datasets.download_camvid(quick=True, root=tmp_path)

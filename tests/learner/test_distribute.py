@@ -128,6 +128,7 @@ def test_get_strategy_mirrors_across_several_gpus(monkeypatch, capsys):
     assert "MirroredStrategy (GPUs), 2 replica(s)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_two_replica_mirrored_step_matches_a_single_replica_step():
     # Global batch 8 (4 per replica) in one step must update the weights as one replica
     # does with the same 8 examples: Keras scales each replica's loss by 1/replicas and

@@ -3,6 +3,8 @@
 import multiprocessing
 import traceback
 
+import pytest
+
 from helpers import datasets, download
 
 PROCESSES = 4
@@ -26,6 +28,7 @@ def _fetch_rounds(url, root, barrier, results):
             return
 
 
+@pytest.mark.slow
 def test_concurrent_fetches_of_one_archive_all_succeed(small_camvid_zip, tmp_path):
     context = multiprocessing.get_context("spawn")  # the test session runs server threads
     barrier = context.Barrier(PROCESSES)

@@ -243,6 +243,7 @@ def test_a_package_that_hides_its_import_error_is_named_with_the_real_cause_and_
     assert "restart the session" in text
 
 
+@pytest.mark.slow
 def test_the_pets_loader_keeps_the_real_cause_of_a_broken_tfds(tmp_path):
     done = run_with_broken_tfds(tmp_path, (
         "from helpers import datasets, download\n"

@@ -172,6 +172,7 @@ def test_the_grading_split_never_changes():
         "39435c764c05a3e0bd9122c8c45b5a77f734bd2ee9853cb484037516e6568982")
 
 
+@pytest.mark.slow
 def test_quick_mode_generates_data_with_every_digit_in_the_test_split(tmp_path, monkeypatch):
     monkeypatch.delenv("COURSE_M2NIST_URL", raising=False)  # the test session sets a mirror
     splits = m2nist.load_m2nist(quick=True, root=tmp_path)
@@ -221,6 +222,7 @@ def test_pipeline_refuses_weights_that_do_not_fit(small_arrays, weights, message
         datasets.make_m2nist_dataset(images, labels, 8, weights=weights(labels))
 
 
+@pytest.mark.slow
 def test_the_served_label_map_mirror_and_the_generated_quick_data_agree(tmp_path, monkeypatch):
     # The test session serves quick data as a label map from 127.0.0.1 (COURSE_M2NIST_URL);
     # quick mode offline generates it one-hot. Both must give learners the same split.
@@ -311,6 +313,7 @@ def test_recipe_benchmark_reads_the_notebooks_functions_and_early_stopping():
     assert set(m2nist_recipe.COURSE) <= set(params) and params["EPOCHS"] <= 30
 
 
+@pytest.mark.slow
 def test_recipe_benchmark_trains_and_grades_every_epoch(small_archive, tmp_path):
     from benchmarks import m2nist_recipe
 

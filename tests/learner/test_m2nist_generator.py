@@ -191,6 +191,7 @@ def test_quick_modes_digits_are_mnist_glyphs_pixel_for_pixel(tmp_path):
     assert fitting >= 0.85 * total and matched >= 0.97 * fitting, (matched, fitting, total)
 
 
+@pytest.mark.slow
 def test_a_large_generated_set_places_digits_as_m2nist_does():
     images, labels = synthetic.m2nist_arrays(GENERATED, seed=2026)
     got = synthetic.m2nist_statistics(images, labels)

@@ -215,6 +215,7 @@ def test_exported_boxes_and_masks_paste_back_onto_the_true_masks():
 
 # ---------------------------------------------------------------- training and export
 
+@pytest.mark.slow
 def test_a_few_training_steps_lower_the_losses_of_a_batch():
     # Eager, on one fixed batch: tracing the training graph alone takes longer than this.
     tf.keras.utils.set_random_seed(1)
@@ -389,6 +390,7 @@ def test_the_model_handle_follows_argument_variable_and_mode(monkeypatch, tmp_pa
         mask_rcnn_export.model_handle()
 
 
+@pytest.mark.slow
 def test_quick_mode_loads_the_small_mask_rcnn_through_tf_hub(monkeypatch):
     import tensorflow_hub as hub
 
