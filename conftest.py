@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import datasets, m2nist, synthetic
+# No TensorFlow here: pytest's main process (and xdist's controller) only serves files.
+from helpers import download, m2nist, synthetic
 
 # Archives the loopback server generates on first request: file name -> writer(path).
 GENERATED = {
     "fcnn-dataset.zip": lambda path: synthetic.write_camvid_archive(
-        path, **{f"n_{split}": n for split, n in datasets.CAMVID_QUICK_SPLITS.items()}),
+        path, **{f"n_{split}": n for split, n in download.DATASETS["camvid"].quick_counts.items()}),
     # Served as a label map, the form some mirrors use; quick mode's own archive is one-hot.
     "m2nist.zip": lambda path: synthetic.write_m2nist_archive(
         path, seed=0, count=m2nist.QUICK_COUNT, one_hot=False),

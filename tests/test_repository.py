@@ -68,3 +68,15 @@ def test_helpers_import_tensorflow_and_keras_at_the_top_like_any_keras_code():
                                                "tensorflow_hub", "grader"} for n in names):
                         late.append(f"{path.name}:{inner.lineno} in {node.name}()")
     assert late == [], late
+
+
+def test_the_root_conftest_leaves_tensorflow_to_the_test_processes():
+    # pytest's main process (xdist's controller) loads it before any worker starts: importing
+    # TensorFlow there would add seconds to every run, the fast tier's included.
+    import sys
+
+    code = ("import sys; sys.path.insert(0, '.'); import conftest; "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

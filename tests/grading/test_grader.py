@@ -23,6 +23,11 @@ from grader import cli, identity, limits, scoring, tables, testset, workers
 from grader.scoring import Report
 
 
+def csv_rows(path):
+    """Return a CSV file's rows as dicts (the file read and closed at once)."""
+    return list(csv.DictReader(io.StringIO(Path(path).read_text(encoding="utf-8"))))
+
+
 @pytest.mark.parametrize("relative, key, name, file_id, late", [
     # Canvas: <lastfirst>_<user id>_<file id>_<file name>, LATE_ (older: late_), anon_<id>.
     ("smithjane_12345_678_model.keras", "canvas:12345", "smithjane", "678", False),
@@ -183,13 +188,13 @@ def test_moodle_gets_its_grading_worksheet_with_participant_ids(rows, tmp_path):
                    "Feedback comments": "Not graded: the file was refused: the model's output "
                                         "shape is (64, 84, 10) See your feedback file."}
     tables.write_moodle(rows, tmp_path / "m.csv", 100)
-    when = next(csv.DictReader(open(tmp_path / "m.csv")))["Last modified (grade)"]
+    when = csv_rows(tmp_path / "m.csv")[0]["Last modified (grade)"]
     assert datetime.strptime(when, "%Y-%m-%dT%H:%M:%S%z")  # PHP's strtotime reads ISO 8601
 
 
 def test_the_student_table_has_a_score_a_maximum_and_a_short_comment(rows, tmp_path):
     tables.write_students(rows, tmp_path / "s.csv", 100)
-    table = {r["student"]: r for r in csv.DictReader(open(tmp_path / "s.csv"))}
+    table = {r["student"]: r for r in csv_rows(tmp_path / "s.csv")}
     assert list(table) == ["anon_k3J9x", "carol", "doejohn", "Jane Smith", "smithjane"]
     jane = table["smithjane"]
     assert (jane["score"], jane["maximum"], jane["status"], jane["files"]) == ("73.70", "100", "pass", "2")
@@ -210,12 +215,12 @@ def test_names_and_messages_are_never_formulas_in_a_spreadsheet(tmp_path):
     tables.write_moodle(rows, tmp_path / "m.csv", 100)
     tables.write_csv(reports, tmp_path / "g.csv", items, {0})
     for table in ("s.csv", "m.csv", "g.csv"):
-        for row in csv.reader(open(tmp_path / table, encoding="utf-8")):
+        for row in csv.reader(io.StringIO((tmp_path / table).read_text(encoding="utf-8"))):
             for cell in row:
                 assert cell[:1] not in ("=", "+", "-", "@") or cell.lstrip("+-").replace(".", "").isdigit(), (table, cell)
-    students = {r["student"] for r in csv.DictReader(open(tmp_path / "s.csv"))}
+    students = {r["student"] for r in csv_rows(tmp_path / "s.csv")}
     assert students == {"'=1+2", "'@SUM(1+1)", "'-2+3", "'+cmd", "plain"}  # the name, shown as text
-    assert {r["Identifier"] for r in csv.DictReader(open(tmp_path / "m.csv"))} == {"Participant 45", "Participant 46"}
+    assert {r["Identifier"] for r in csv_rows(tmp_path / "m.csv")} == {"Participant 45", "Participant 46"}
 
 
 def test_feedback_names_keep_moodles_participant_id_and_differ_beyond_case(tmp_path):
@@ -575,7 +580,7 @@ def test_a_moodle_class_gets_a_worksheet_by_participant_or_a_score_per_group(
     files = tables.submissions_in(folder)
     assert cli._grade_folder(folder, files, stand_in_pool(tmp_path, jobs=1), small_test_set, args) == 0
     out = capsys.readouterr().out
-    students = {row["student"]: row for row in csv.DictReader(open(folder / "students.csv"))}
+    students = {row["student"]: row for row in csv_rows(folder / "students.csv")}
     # The stand-in grades a file len(its name), a fail.
     assert {k: (v["student_id"], v["lms"], v["score"]) for k, v in students.items()} == {
         "Team Rocket": ("17", "moodle-team" if teams else "moodle", f"{len(names[0]):.2f}"),
@@ -586,7 +591,7 @@ def test_a_moodle_class_gets_a_worksheet_by_participant_or_a_score_per_group(
         assert "Moodle team submissions: one score per group in students.csv" in out
         assert feedback == ["Jane Smith_45.feedback.txt", "Team Rocket_17.feedback.txt"]
     else:
-        worksheet = list(csv.DictReader(open(folder / "moodle-grades.csv")))
+        worksheet = csv_rows(folder / "moodle-grades.csv")
         assert [row["Identifier"] for row in worksheet] == ["Participant 45", "Participant 17"]
         assert "each number is taken for a participant id" in out and "--moodle-teams" in out
         assert feedback == ["Jane Smith_45_assignsubmission_file_grade-feedback.txt",
