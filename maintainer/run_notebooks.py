@@ -4,8 +4,9 @@
     python -m maintainer.run_notebooks --full 01       # notebook 01 on the real data
     python -m maintainer.run_notebooks -p EPOCHS 5     # override a parameters-cell knob
 
-Executed copies go to ``executed/`` (git-ignored). Maintainers refresh the outputs of the
-cells whose printed output the tests check (tagged ``nbval-check-output``, nbval's own tag)
+Executed copies go to ``executed/`` (git-ignored). The committed notebooks carry no outputs.
+A cell whose printed output the tests check is tagged ``nbval-check-output`` and keeps what it
+must print in its metadata (``EXPECTED_KEY``, invisible to learners); maintainers refresh those
 with ``--refresh-checked``.
 """
 
@@ -20,6 +21,7 @@ from helpers.config import REPO_DIR
 
 NOTEBOOKS_DIR = REPO_DIR / "notebooks"
 CHECKED_TAG = "nbval-check-output"
+EXPECTED_KEY = "expected_stdout"  # a checked cell's metadata: what it must print
 
 
 def is_checked(cell):
@@ -42,19 +44,12 @@ def is_student_notebook(path):
 
 
 def strip_outputs(nb):
-    """Remove outputs and execution counts from every cell not tagged as checked (``CHECKED_TAG``)."""
+    """Remove every cell's outputs and execution count (checked cells keep ``EXPECTED_KEY``)."""
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        # Checked cells keep their outputs and a fixed count of 1 (a cell with outputs but no
-        # count reads as never run), so re-running does not churn the file.
-        count = 1 if is_checked(cell) else None
-        if count is None:
-            cell.outputs = []
-        cell.execution_count = count
-        for output in cell.outputs:
-            if "execution_count" in output:
-                output["execution_count"] = count
+        cell.outputs = []
+        cell.execution_count = None
         cell.metadata.pop("execution", None)
         cell.metadata.pop("papermill", None)
     nb.metadata.pop("papermill", None)
@@ -62,7 +57,7 @@ def strip_outputs(nb):
 
 
 def refresh_checked(source, executed):
-    """Copy the outputs of the checked cells from an executed notebook into its source."""
+    """Record what the checked cells of an executed notebook printed in its source's metadata."""
     import nbformat
 
     nb = nbformat.read(source, as_version=4)
@@ -71,9 +66,9 @@ def refresh_checked(source, executed):
     for cell in nb.cells:
         if is_checked(cell):
             # Library log lines on stderr vary by machine; the tests compare stdout.
-            cell.outputs = [o for o in by_source[cell.source].outputs
-                            if o.get("output_type") == "execute_result"
-                            or o.get("name") == "stdout"]
+            cell.metadata[EXPECTED_KEY] = "".join(
+                o.get("text", "") for o in by_source[cell.source].outputs
+                if o.get("output_type") == "stream" and o.get("name") == "stdout")
     nbformat.write(strip_outputs(nb), source)
 
 

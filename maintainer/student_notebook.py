@@ -18,7 +18,7 @@ import copy
 import sys
 
 from maintainer.notebook_code import END, START, marked_blocks  # noqa: F401 (END: for callers)
-from maintainer.run_notebooks import CHECKED_TAG, NOTEBOOKS_DIR
+from maintainer.run_notebooks import CHECKED_TAG, EXPECTED_KEY, NOTEBOOKS_DIR
 
 SOLUTION = NOTEBOOKS_DIR / "solutions" / "04_m2nist_assignment_solution.ipynb"
 STUDENT = NOTEBOOKS_DIR / "04_m2nist_assignment.ipynb"
@@ -92,10 +92,11 @@ def student_version(solution):
             continue
         if START in cell.source:
             cell.source = blank_exercises(cell.source)
-        # The solution's checked outputs prove it passes; the student's cells start empty.
+        # The solution's recorded outputs prove it passes; the student's cells check nothing.
         tags = cell.metadata.get("tags", [])
         if CHECKED_TAG in tags:
             tags.remove(CHECKED_TAG)
+        cell.metadata.pop(EXPECTED_KEY, None)
         cell.outputs = []
         cell.execution_count = None
     first = nb.cells[0]

@@ -5,8 +5,8 @@ Each lesson has a test file of its own (``test_lesson_NN.py``), so that pytest-x
 (the environment's quick mode, data and loopback URLs come from the root ``conftest.py``);
 then:
 
-- cells tagged ``nbval-check-output`` must print what the committed notebook shows (their
-  stdout, which is all a learner compares);
+- cells tagged ``nbval-check-output`` must print what their metadata's ``expected_stdout``
+  records (the committed notebooks carry no outputs);
 - every range a "What you should see" line quotes (``0.30–0.50``) must hold for the number
   that the code cell before it printed: the cell's metadata ``expect`` lists one regular
   expression per range, in the order the line quotes them, each capturing that number from
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import nbformat
 
+from maintainer.run_notebooks import CHECKED_TAG, EXPECTED_KEY
+
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
-CHECKED_TAG = "nbval-check-output"
 WYS = "What you should see"
 # 0.30–0.50, 60–75, 1.5–3 (an en dash, or a hyphen between two numbers)
 RANGE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*[–-]\s*(\d+(?:\.\d+)?)(?![\w.])")
@@ -76,12 +77,13 @@ def expected_ranges(nb):
 
 
 def check_checked_cells(source, executed):
-    """Return the differences between the committed and the executed checked cells' stdout."""
+    """Return the differences between the checked cells' recorded and executed stdout."""
     problems = []
     for committed, ran in zip(source.cells, executed.cells):
         if committed.cell_type == "code" and CHECKED_TAG in committed.metadata.get("tags", []):
-            if stdout(committed).strip() != stdout(ran).strip():
-                problems.append(f"cell {committed.get('id')}: expected\n{stdout(committed)}\n"
+            expected = committed.metadata.get(EXPECTED_KEY)
+            if expected is None or expected.strip() != stdout(ran).strip():
+                problems.append(f"cell {committed.get('id')}: expected\n{expected}\n"
                                 f"got\n{stdout(ran)}")
     return problems
 

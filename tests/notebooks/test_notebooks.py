@@ -38,14 +38,16 @@ def nb(request):
     return notebook
 
 
-def test_only_checked_cells_carry_outputs(nb):
+def test_no_cell_carries_outputs_and_checked_cells_record_what_they_print(nb):
+    student = run_notebooks.is_student_notebook(nb.path)
     for cell in code_cells(nb):
-        checked = run_notebooks.is_checked(cell)
-        assert cell.execution_count == (1 if checked else None), cell.source[:60]
-        if checked:
-            assert cell.outputs, f"checked cell without a committed output: {cell.source[:60]}"
+        assert not cell.outputs and cell.execution_count is None, cell.source[:60]
+        recorded = cell.metadata.get(run_notebooks.EXPECTED_KEY)
+        if run_notebooks.is_checked(cell):
+            assert not student, "the student copy checks nothing"
+            assert recorded and recorded.strip(), f"checked cell, nothing recorded: {cell.source[:60]}"
         else:
-            assert not cell.outputs, f"unchecked cell with outputs: {cell.source[:60]}"
+            assert recorded is None, f"a record on an unchecked cell: {cell.source[:60]}"
 
 
 def test_one_parameters_cell_near_the_top_with_epochs_if_it_trains(nb):
@@ -100,7 +102,7 @@ def test_notebooks_do_not_redefine_helpers(nb):
     assert not defined & helper_functions()
 
 
-def test_strip_outputs_keeps_only_checked_outputs():
+def test_strip_outputs_clears_every_cell_and_refresh_records_the_checked_stdout(tmp_path):
     nb = nbformat.v4.new_notebook()
     plain = nbformat.v4.new_code_cell("print(1)", execution_count=3)
     plain.outputs = [nbformat.v4.new_output("stream", text="1\n")]
@@ -108,9 +110,15 @@ def test_strip_outputs_keeps_only_checked_outputs():
     checked.metadata["tags"] = ["nbval-check-output"]
     checked.outputs = [nbformat.v4.new_output("stream", text="2\n")]
     nb.cells = [plain, checked]
+    nbformat.write(nb, tmp_path / "executed.ipynb")
     run_notebooks.strip_outputs(nb)
     assert plain.outputs == [] and plain.execution_count is None
-    assert checked.outputs[0].text == "2\n" and checked.execution_count == 1
+    assert checked.outputs == [] and checked.execution_count is None
+    nbformat.write(nb, tmp_path / "source.ipynb")
+    run_notebooks.refresh_checked(tmp_path / "source.ipynb", tmp_path / "executed.ipynb")
+    plain, checked = nbformat.read(tmp_path / "source.ipynb", as_version=4).cells
+    assert checked.metadata[run_notebooks.EXPECTED_KEY] == "2\n" and not checked.outputs
+    assert run_notebooks.EXPECTED_KEY not in plain.metadata and not plain.outputs
 
 
 def setup_cell(nb):
