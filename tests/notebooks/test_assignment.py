@@ -485,36 +485,32 @@ def test_a_crop_layer_of_ones_own_class_is_refused_as_the_grader_refuses_it(sour
 ])
 def test_the_decoder_check_refuses_what_the_grader_refuses(sources, reference, crop, refused, tmp_path):
     # The check scans the model's configuration as the grader (grader.safety) scans a saved file.
+    decoder = variant(sources, "fcn8_decoder", CROP, crop, base={**namespace(), "OwnCrop": OwnCrop})
+    model = assignment._decoder_model(decoder, 11)
+    assert grader_refuses(model, tmp_path / "decoder.keras") == refused == bool(assignment._code_in(model))
+
+
+def grader_refuses(model, path):
+    """Save ``model`` to ``path``; return whether the grader refuses the file without running it."""
     from grader import safety
     from helpers.grading import InvalidSubmission
 
-    decoder = variant(sources, "fcn8_decoder", CROP, crop, base={**namespace(), "OwnCrop": OwnCrop})
-    model = assignment._decoder_model(decoder, 11)
-    model.save(tmp_path / "decoder.keras")
+    model.save(path)
     try:
-        safety.read_configuration(tmp_path / "decoder.keras")
-        grader_refuses = False
+        safety.read_configuration(path)
     except InvalidSubmission:
-        grader_refuses = True
-    assert grader_refuses == refused == bool(assignment._code_in(model))
+        return True
+    return False
 
 
 def test_the_encoder_check_refuses_what_the_grader_refuses(sources, reference, tmp_path):
-    from grader import safety
-    from helpers.grading import InvalidSubmission
-
     for pad, refused in [("x = keras.ops.pad(image, ((0, 0), (0, 0), (6, 6), (0, 0)))", False),
                          ("x = layers.Lambda(lambda t: keras.ops.pad(t, ((0, 0), (0, 0), (6, 6), (0, 0))))(image)", True)]:
         encoder = encoder_variant(sources, reference, PAD, pad)
         inputs = keras.Input((64, 84, 1))
         model = keras.Model(inputs, encoder(inputs)[0])
-        model.save(tmp_path / "encoder.keras")
-        try:
-            safety.read_configuration(tmp_path / "encoder.keras")
-            grader_refuses = False
-        except InvalidSubmission:
-            grader_refuses = True
-        assert grader_refuses == refused == bool(assignment._code_in(model)), pad
+        refuses = grader_refuses(model, tmp_path / "encoder.keras")
+        assert refuses == refused == bool(assignment._code_in(model)), pad
 
 
 def test_the_original_assignments_valid_upsampling_with_crops_passes(reference, capsys):
